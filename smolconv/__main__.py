@@ -1,0 +1,3 @@
+from smolconv.cli import app
+
+app(prog_name="smolconv")

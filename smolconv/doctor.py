@@ -1,0 +1,151 @@
+"""`smolconv doctor`: can the pipeline run here, and with what?
+
+Each check gives a status: ok, warn (the pipeline runs, one stage is limited: no Ollama, no GPU) or fail
+(the pipeline cannot run). The report is a plain dataclass, printed as a table or JSON by the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from smolconv import __version__
+from smolconv.errors import SmolconvError
+from smolconv.toolchain import (
+    CONVERTER_MODULES,
+    TOOLS,
+    Toolchain,
+    find_toolchain,
+    missing_converter_modules,
+    package_version,
+)
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+MIN_FREE_DISK = 10 * 1024**3  # the 2.2B model: ~4.5 GB download, ~4.5 GB F16 GGUF, plus quants
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+    data: dict = field(default_factory=dict)
+
+
+@dataclass
+class DoctorReport:
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != FAIL for c in self.checks)
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if c.status == FAIL]
+
+    def to_json(self) -> str:
+        return json.dumps({"ok": self.ok, "smolconv": __version__,
+                           "checks": [asdict(c) for c in self.checks]}, indent=2)
+
+
+def run_doctor(llama_cpp: str | None = None, work_dir: Path = Path(".")) -> DoctorReport:
+    checks = [check_toolchain(llama_cpp)]
+    checks.append(check_converter_packages())
+    checks.append(check_ollama())
+    checks.append(check_gpu())
+    checks.append(check_disk(work_dir))
+    return DoctorReport(checks)
+
+
+def check_toolchain(llama_cpp: str | None) -> Check:
+    try:
+        toolchain: Toolchain = find_toolchain(llama_cpp)
+    except SmolconvError as exc:
+        return Check("llama.cpp", FAIL, exc.one_line())
+    data = {"root": str(toolchain.root), "bin_dir": str(toolchain.bin_dir), "origin": toolchain.origin,
+            "tools": {t: str(toolchain.bin_dir / t) for t in TOOLS},
+            "converter": str(toolchain.converter), "gguf_py": str(toolchain.gguf_py)}
+    try:
+        version = toolchain.version()
+    except SmolconvError as exc:
+        return Check("llama.cpp", FAIL, exc.one_line(), data)
+    data["version"] = version
+    data.update({k: v for k, v in toolchain.info.items() if k in ("llama_cpp_commit", "backend")})
+    origin = "smolconv setup" if toolchain.origin == "pinned" else "your checkout"
+    return Check("llama.cpp", OK, f"build {version} at {toolchain.bin_dir} ({origin}); "
+                 f"tools: {', '.join(TOOLS)}", data)
+
+
+def check_converter_packages() -> Check:
+    versions = {pkg: package_version(pkg) for pkg in CONVERTER_MODULES}
+    missing = missing_converter_modules()
+    shown = ", ".join(f"{pkg} {v}" for pkg, v in versions.items() if v)
+    if missing:
+        return Check("converter packages", FAIL,
+                     f"missing {', '.join(missing)}: pip install {' '.join(missing)}", versions)
+    return Check("converter packages", OK, shown, versions)
+
+
+def ollama_host() -> str:
+    host = os.environ.get("OLLAMA_HOST", "").strip() or DEFAULT_OLLAMA_HOST
+    if "://" not in host:
+        host = "http://" + host
+    # OLLAMA_HOST=0.0.0.0 means "listen everywhere" to the server; a client talks to loopback.
+    return host.replace("://0.0.0.0", "://127.0.0.1").rstrip("/")
+
+
+def check_ollama() -> Check:
+    cli = shutil.which("ollama")
+    host = ollama_host()
+    data: dict = {"cli": cli, "host": host}
+    try:
+        with urllib.request.urlopen(f"{host}/api/version", timeout=2) as response:
+            data["version"] = json.load(response).get("version")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        data["error"] = str(reason)
+    cli_text = f"CLI {cli}" if cli else "no ollama CLI on PATH"
+    if data.get("version"):
+        return Check("ollama", OK, f"{cli_text}; daemon {data['version']} at {host}", data)
+    return Check("ollama", WARN, f"{cli_text}; no daemon at {host} ({data.get('error')}): "
+                 "`smolconv package --create` needs one", data)
+
+
+def check_gpu() -> Check:
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return Check("gpu", WARN, "none (no nvidia-smi): llama.cpp runs on the CPU", {"gpus": []})
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=name,memory.total,memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout
+    except (subprocess.SubprocessError, OSError) as exc:
+        return Check("gpu", WARN, f"nvidia-smi failed ({exc}): treating as no GPU", {"gpus": []})
+    gpus = []
+    for line in out.strip().splitlines():
+        name, total, free = (part.strip() for part in line.split(","))
+        gpus.append({"name": name, "total_mib": int(float(total)), "free_mib": int(float(free))})
+    if not gpus:
+        return Check("gpu", WARN, "none: nvidia-smi lists no GPU", {"gpus": []})
+    text = "; ".join(f"{g['name']}, {g['total_mib']} MiB total, {g['free_mib']} MiB free" for g in gpus)
+    return Check("gpu", OK, text, {"gpus": gpus})
+
+
+def check_disk(work_dir: Path) -> Check:
+    path = Path(work_dir).resolve()
+    while not path.exists():
+        path = path.parent
+    free = shutil.disk_usage(path).free
+    data = {"path": str(path), "free_bytes": free}
+    text = f"{free / 1024**3:.1f} GiB free in {path}"
+    if free < MIN_FREE_DISK:
+        return Check("disk", WARN, text + f" (the 2.2B model needs about {MIN_FREE_DISK // 1024**3} GiB)", data)
+    return Check("disk", OK, text, data)

@@ -1,0 +1,51 @@
+"""Writing files so that a crash or Ctrl-C never leaves a partial file under its final name."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from smolconv.errors import SmolconvError
+
+
+def ensure_writable_dir(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SmolconvError(f"cannot create output directory {directory} ({exc.strerror})",
+                            "choose a directory you can write to with --out") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise SmolconvError(f"output directory {directory} is not writable",
+                            "choose a directory you can write to with --out")
+
+
+@contextlib.contextmanager
+def staged_dir(final: Path, *, force: bool) -> Iterator[Path]:
+    """Yield an empty sibling directory to fill; on success it replaces `final` in one rename.
+
+    Without `force`, an existing non-empty `final` is an error rather than being overwritten.
+    """
+    if final.exists() and any(final.iterdir()) and not force:
+        raise SmolconvError(f"{final} already exists and is not empty", "pass --force to replace it")
+    ensure_writable_dir(final.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the result should look like mkdir's
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, final)

@@ -1,0 +1,109 @@
+"""The one place smolconv runs external programs.
+
+llama.cpp's tools, cmake, pip and ollama all go through `run_tool`, which turns a missing program, a
+non-zero exit or a timeout into a ToolFailed that names the program and quotes the last lines it printed.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shlex
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from smolconv.errors import ToolFailed
+
+# Variables that would make llama.cpp's converter import a different gguf-py than the one in its own tree.
+_ENV_DROPPED = ("NO_LOCAL_GGUF",)
+_TAIL_LINES = 3
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    args: tuple[str, ...]
+    returncode: int
+    output: str  # stdout and stderr, interleaved as the program wrote them
+
+
+def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _ENV_DROPPED}
+    if extra:
+        env.update(extra)
+    return env
+
+
+def _describe(args: Sequence[str]) -> str:
+    return Path(str(args[0])).name if args else "?"
+
+
+def run_tool(
+    args: Sequence[str | os.PathLike],
+    *,
+    what: str,
+    fix: str,
+    cwd: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> ToolResult:
+    """Run a program to completion, streaming its output lines to `on_line`.
+
+    `what` names the step for the error message ("building llama.cpp"), `fix` tells the user what to do
+    when it fails. Output is kept whole in the result; only the last lines go into an error.
+    """
+    argv = [str(a) for a in args]
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=tool_env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            bufsize=1,
+        )
+    except FileNotFoundError:
+        raise ToolFailed(f"{what} failed: program {argv[0]} not found", fix) from None
+    except PermissionError:
+        raise ToolFailed(f"{what} failed: program {argv[0]} is not executable", fix) from None
+
+    lines: list[str] = []
+    tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            lines.append(line)
+            if line.strip():
+                tail.append(line.strip())
+            if on_line:
+                on_line(line)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise ToolFailed(f"{what} failed: {_describe(argv)} ran longer than {timeout:.0f} s", fix) from None
+    except BaseException:
+        # Ctrl-C or an error in on_line: never leave the child running behind us.
+        proc.kill()
+        proc.wait()
+        raise
+
+    result = ToolResult(tuple(argv), proc.returncode, "\n".join(lines))
+    if proc.returncode != 0:
+        said = " | ".join(tail) if tail else "no output"
+        raise ToolFailed(
+            f"{what} failed: {_describe(argv)} exited with {proc.returncode} ({said})",
+            fix,
+        )
+    return result
+
+
+def command_line(args: Sequence[str | os.PathLike]) -> str:
+    """A shell-quoted command a user can copy and run by hand."""
+    return shlex.join(str(a) for a in args)
