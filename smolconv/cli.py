@@ -82,7 +82,8 @@ def setup(
     except SmolconvError as exc:
         raise _fail(exc) from None
     verb = f"built in {report.seconds:.0f} s" if report.built else "already installed"
-    console.print(f"llama.cpp {report.toolchain.info.get('version', '')} {verb}: {report.toolchain.bin_dir}")
+    console.print(f"llama.cpp {report.toolchain.info.get('version', '')} {verb}: {report.toolchain.bin_dir}",
+                  soft_wrap=True, highlight=False)
 
 
 @app.command()

@@ -10,6 +10,7 @@ import collections
 import os
 import shlex
 import subprocess
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +75,19 @@ def run_tool(
 
     lines: list[str] = []
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+    # Reading the output blocks until the program closes it, so the time limit is a timer that kills it.
+    timed_out = threading.Event()
+
+    def on_timeout() -> None:
+        timed_out.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, on_timeout) if timeout else None
+    if timer:
+        timer.start()
     try:
         assert proc.stdout is not None
+        # Text mode reads "\r" as a line end too, so progress bars (tqdm) arrive as separate lines.
         for line in proc.stdout:
             line = line.rstrip("\n")
             lines.append(line)
@@ -83,16 +95,17 @@ def run_tool(
                 tail.append(line.strip())
             if on_line:
                 on_line(line)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
         proc.wait()
-        raise ToolFailed(f"{what} failed: {_describe(argv)} ran longer than {timeout:.0f} s", fix) from None
     except BaseException:
         # Ctrl-C or an error in on_line: never leave the child running behind us.
         proc.kill()
         proc.wait()
         raise
+    finally:
+        if timer:
+            timer.cancel()
+    if timed_out.is_set():
+        raise ToolFailed(f"{what} failed: {_describe(argv)} ran longer than {timeout:.0f} s", fix)
 
     result = ToolResult(tuple(argv), proc.returncode, "\n".join(lines))
     if proc.returncode != 0:

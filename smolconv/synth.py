@@ -14,6 +14,8 @@ template, generation config), and the same call writes byte-identical files.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import sys
@@ -364,7 +366,10 @@ def _real_text_tensors(gguf_path: Path, seed: int) -> dict:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    llama = LlamaForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    # transformers draws its own tqdm bar while dequantizing; keep it off smolconv's output.
+    with contextlib.redirect_stderr(io.StringIO()):
+        llama = LlamaForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                 dtype=torch.float32)
     state = llama.state_dict()
     embed = state["model.embed_tokens.weight"]
     lm_head = state.get("lm_head.weight", embed)

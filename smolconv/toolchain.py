@@ -213,7 +213,8 @@ def find_toolchain(llama_cpp: str | os.PathLike | None = None, backend: str | No
     """The toolchain the pipeline uses: --llama-cpp / SMOLCONV_LLAMA_CPP, else the one setup built."""
     if llama_cpp:
         return user_toolchain(llama_cpp)
-    backends = [backend] if backend else ["cpu", *_installed_cuda_backends()]
+    # A GPU build, when the user made one, is what they want the pipeline to use.
+    backends = [backend] if backend else [*_installed_cuda_backends(), "cpu"]
     for name in backends:
         found = installed_toolchain(name)
         if found:
@@ -296,23 +297,14 @@ def setup_toolchain(options: SetupOptions, progress: ProgressFn = _no_progress) 
         staging = final.with_name(final.name + ".partial")
         if staging.exists():
             shutil.rmtree(staging)  # a crashed earlier setup; we hold the lock, so nobody else uses it
-        progress("extracting llama.cpp from the sdist", None)
-        commit = _extract_tree(sdist, staging / "src")
+        # The build directory outlives a failed attempt, so the next setup resumes the compile; the
+        # staging tree does not (it is re-extracted, with the archive's mtimes, so nothing recompiles).
         build_dir = final.with_name(f"build-{final.name}")
-        _cmake_build(staging / "src", build_dir, backend, options, progress)
-        (staging / "bin").mkdir()
-        for tool in TOOLS:
-            shutil.copy2(build_dir / "bin" / tool, staging / "bin" / tool)
-        info = {
-            "llama_cpp_python": LLAMA_CPP_PYTHON_VERSION,
-            "sdist_sha256": LLAMA_CPP_SDIST_SHA256,
-            "llama_cpp_commit": commit,
-            "backend": backend,
-            "cmake_flags": list(_cmake_flags(backend, options)),
-            "tools": list(TOOLS),
-        }
-        info["version"] = Toolchain(staging / "src", staging / "bin", "pinned").version()
-        (staging / MARKER).write_text(json.dumps(info, indent=2) + "\n")
+        try:
+            _assemble(sdist, staging, build_dir, backend, options, progress)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         if final.exists():  # --rebuild: replace the old install only now that the new one is whole
             shutil.rmtree(final)
         os.replace(staging, final)
@@ -320,6 +312,27 @@ def setup_toolchain(options: SetupOptions, progress: ProgressFn = _no_progress) 
     toolchain = installed_toolchain(backend)
     assert toolchain is not None
     return SetupReport(toolchain, built=True, seconds=time.monotonic() - started)
+
+
+def _assemble(sdist: Path, staging: Path, build_dir: Path, backend: str, options: SetupOptions,
+              progress: ProgressFn) -> None:
+    """Fill `staging` with src/, bin/ and, last, the marker file."""
+    progress("extracting llama.cpp from the sdist", None)
+    commit = _extract_tree(sdist, staging / "src")
+    _cmake_build(staging / "src", build_dir, _cmake_flags(options, commit), progress, options.jobs)
+    (staging / "bin").mkdir()
+    for tool in TOOLS:
+        shutil.copy2(build_dir / "bin" / tool, staging / "bin" / tool)
+    info = {
+        "llama_cpp_python": LLAMA_CPP_PYTHON_VERSION,
+        "sdist_sha256": LLAMA_CPP_SDIST_SHA256,
+        "llama_cpp_commit": commit,
+        "backend": backend,
+        "cmake_flags": list(_cmake_flags(options, commit)),
+        "tools": list(TOOLS),
+    }
+    info["version"] = Toolchain(staging / "src", staging / "bin", "pinned").version()
+    (staging / MARKER).write_text(json.dumps(info, indent=2) + "\n")
 
 
 def _check_build_tools(options: SetupOptions) -> None:
@@ -394,8 +407,9 @@ def _extract_tree(sdist: Path, dest: Path) -> str:
     return commit
 
 
-def _cmake_flags(backend: str, options: SetupOptions) -> tuple[str, ...]:
-    flags = list(_CMAKE_FLAGS)
+def _cmake_flags(options: SetupOptions, commit: str) -> tuple[str, ...]:
+    # The sdist carries no git history, so tell CMake which commit it is (llama.cpp's own version output).
+    flags = [*_CMAKE_FLAGS, f"-DLLAMA_BUILD_COMMIT={commit[:7]}"]
     if options.cuda:
         flags += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={options.cuda_arch}"]
     return (*flags, *options.extra_cmake_args)
@@ -404,11 +418,11 @@ def _cmake_flags(backend: str, options: SetupOptions) -> tuple[str, ...]:
 _PERCENT = re.compile(r"^\[\s*(\d+)%\]")
 
 
-def _cmake_build(src: Path, build_dir: Path, backend: str, options: SetupOptions, progress: ProgressFn) -> None:
+def _cmake_build(src: Path, build_dir: Path, flags: Sequence[str], progress: ProgressFn, jobs: int | None = None) -> None:
     fix = "read the CMake output above; `smolconv setup` retries from where it stopped"
     progress("configuring llama.cpp with CMake", None)
     run_tool(
-        ["cmake", "-S", src, "-B", build_dir, *_cmake_flags(backend, options)],
+        ["cmake", "-S", src, "-B", build_dir, *flags],
         what="configuring llama.cpp",
         fix=fix,
     )
@@ -418,7 +432,7 @@ def _cmake_build(src: Path, build_dir: Path, backend: str, options: SetupOptions
         if match:
             progress(f"building {' '.join(TOOLS)}", int(match.group(1)) / 100)
 
-    jobs = options.jobs or os.cpu_count() or 2
+    jobs = jobs or os.cpu_count() or 2
     progress(f"building {' '.join(TOOLS)}", 0.0)
     run_tool(
         ["cmake", "--build", build_dir, "--config", "Release", "-j", str(jobs), "--target", *TOOLS],

@@ -1,0 +1,37 @@
+# smolconv make targets: what CI and users call.
+# `make setup` creates .venv, installs smolconv and builds the pinned llama.cpp once (cached in the user cache).
+
+PYTHON      ?= python3
+VENV        ?= .venv
+BIN         := $(VENV)/bin
+# torch==2.13.0 is the CPU build in this project's CI image; override for your own machine, e.g. TORCH_SPEC=torch
+TORCH_SPEC  ?= torch==2.13.0
+SETUP_FLAGS ?=
+PYTEST_ARGS ?=
+DEMO_OUT    ?= out/demo
+
+.PHONY: setup venv test lint demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+venv: $(BIN)/python
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+
+setup: venv
+	$(BIN)/smolconv setup $(SETUP_FLAGS)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check smolconv tests scripts
+
+demo: setup
+	$(BIN)/smolconv doctor
+	$(BIN)/smolconv synth --shape 256m --out $(DEMO_OUT)/smolvlm2-256m --force
+
+clean:
+	rm -rf out .pytest_cache
