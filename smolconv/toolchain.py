@@ -418,7 +418,9 @@ def _cmake_flags(options: SetupOptions, commit: str) -> tuple[str, ...]:
 _PERCENT = re.compile(r"^\[\s*(\d+)%\]")
 
 
-def _cmake_build(src: Path, build_dir: Path, flags: Sequence[str], progress: ProgressFn, jobs: int | None = None) -> None:
+def _cmake_build(
+    src: Path, build_dir: Path, flags: Sequence[str], progress: ProgressFn, jobs: int | None = None
+) -> None:
     fix = "read the CMake output above; `smolconv setup` retries from where it stopped"
     progress("configuring llama.cpp with CMake", None)
     run_tool(

@@ -15,7 +15,7 @@ def ollama_version_server():
     """A loopback server answering GET /api/version as Ollama documents it (the only Ollama stand-in)."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             if self.path != "/api/version":
                 self.send_error(404)
                 return

@@ -62,8 +62,8 @@ def test_config_has_what_the_converter_routes_on(fixture_256m):
 def test_weights_match_transformers_model_layout(fixture_256m):
     expected = parameter_shapes(checkpoint_config(SHAPES["256m"]))
     with safe_open(fixture_256m / "model.safetensors", "pt") as f:
-        found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
-        dtypes = {f.get_slice(name).get_dtype() for name in f.keys()}
+        found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+        dtypes = {f.get_slice(name).get_dtype() for name in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
     assert found == expected
     assert dtypes == {"BF16"}
 
