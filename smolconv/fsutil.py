@@ -49,3 +49,13 @@ def staged_dir(final: Path, *, force: bool) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, final)
+
+
+def partial_path(final: Path) -> Path:
+    """The hidden name a file is written under until it is complete and checked."""
+    return final.with_name(f".{final.name}.partial")
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Give a complete file its final name in one atomic rename."""
+    os.replace(tmp, final)

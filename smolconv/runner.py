@@ -49,11 +49,12 @@ def run_tool(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     on_line: Callable[[str], None] | None = None,
+    check: bool = True,
 ) -> ToolResult:
     """Run a program to completion, streaming its output lines to `on_line`.
 
     `what` names the step for the error message ("building llama.cpp"), `fix` tells the user what to do
-    when it fails. Output is kept whole in the result; only the last lines go into an error.
+    when it fails; `check=False` returns a non-zero exit instead (for tools whose --help exits 1). Output is kept whole in the result; only the last lines go into an error.
     """
     argv = [str(a) for a in args]
     try:
@@ -108,7 +109,7 @@ def run_tool(
         raise ToolFailed(f"{what} failed: {_describe(argv)} ran longer than {timeout:.0f} s", fix)
 
     result = ToolResult(tuple(argv), proc.returncode, "\n".join(lines))
-    if proc.returncode != 0:
+    if check and proc.returncode != 0:
         said = " | ".join(tail) if tail else "no output"
         raise ToolFailed(
             f"{what} failed: {_describe(argv)} exited with {proc.returncode} ({said})",

@@ -108,6 +108,16 @@ class Toolchain:
             )
         return path
 
+    def identity(self) -> str:
+        """What a build records as "made by": the pinned commit, or a user build's own version line."""
+        commit = self.info.get("llama_cpp_commit")
+        return f"llama.cpp@{commit}" if commit else f"user:{self.version()}"
+
+    def describe(self) -> dict:
+        return {"origin": self.origin, "version": self.info.get("version") or self.version(),
+                "commit": self.info.get("llama_cpp_commit"), "backend": self.info.get("backend"),
+                "llama_cpp_python": self.info.get("llama_cpp_python"), "bin_dir": str(self.bin_dir)}
+
     def version(self) -> str:
         """What the tools say of themselves, e.g. `version: 1 (0c1e570)`."""
         result = run_tool(

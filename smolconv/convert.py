@@ -1,0 +1,143 @@
+"""`smolconv convert`: a SmolVLM2 checkpoint → text GGUF + vision projector (mmproj) GGUF.
+
+Both halves come from llama.cpp's own convert_hf_to_gguf.py (the second run with `--mmproj`). Each is
+written under a hidden temporary name, read back with `gguf` and checked against the checkpoint's config,
+and only then renamed to the name ggml-org uses for its published files.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gguf import GGUFReader
+
+from smolconv.checkpoint import CheckpointInfo, inspect_checkpoint
+from smolconv.errors import SmolconvError
+from smolconv.fsutil import ensure_writable_dir, partial_path, publish
+from smolconv.manifest import Manifest
+from smolconv.toolchain import Toolchain
+
+OUTTYPES = ("f16", "bf16", "f32", "q8_0")
+
+ProgressFn = Callable[[str, float | None], None]
+
+
+def _no_progress(_stage: str, _fraction: float | None) -> None:
+    pass
+
+
+@dataclass
+class ConvertOptions:
+    checkpoint: Path
+    out_dir: Path
+    outtype: str = "f16"
+    name: str | None = None  # output file stem; default: the checkpoint directory's name
+    force: bool = False
+
+
+@dataclass
+class ConvertResult:
+    model: Path
+    mmproj: Path
+    skipped: bool
+    seconds: float
+
+
+def output_names(name: str, outtype: str) -> tuple[str, str]:
+    """ggml-org's names: `SmolVLM2-2.2B-Instruct-F16.gguf`, `mmproj-SmolVLM2-2.2B-Instruct-f16.gguf`."""
+    projector_suffix = outtype if outtype in ("f16", "bf16", "f32") else outtype.upper()
+    return f"{name}-{outtype.upper()}.gguf", f"mmproj-{name}-{projector_suffix}.gguf"
+
+
+def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn = _no_progress,
+            source: dict | None = None) -> ConvertResult:
+    outtype = options.outtype.lower()
+    if outtype not in OUTTYPES:
+        raise SmolconvError(f"unknown --outtype {options.outtype}", f"choose one of {', '.join(OUTTYPES)}")
+    info = inspect_checkpoint(options.checkpoint)
+    out_dir = Path(options.out_dir)
+    ensure_writable_dir(out_dir)
+    name = options.name or Path(options.checkpoint).resolve().name
+    text_name, mmproj_name = output_names(name, outtype)
+    text_path, mmproj_path = out_dir / text_name, out_dir / mmproj_name
+
+    manifest = Manifest.load(out_dir)
+    inputs = {p.name: manifest.sha256(p) for p in info.input_files()}
+    params = {"outtype": outtype, "name": name, "llama_cpp": toolchain.identity()}
+    key = manifest.step_key(inputs, params)
+    if not options.force and manifest.is_current("convert", key, out_dir):
+        manifest.save()  # keeps the refreshed hash cache
+        return ConvertResult(text_path, mmproj_path, skipped=True, seconds=0.0)
+    manifest.refuse_to_clobber([text_path, mmproj_path], force=options.force)
+
+    started = time.monotonic()
+    for final, mmproj in ((text_path, False), (mmproj_path, True)):
+        tmp = partial_path(final)
+        label = "vision projector" if mmproj else "text model"
+        try:
+            toolchain.run_converter(info.path, tmp, outtype=outtype, mmproj=mmproj,
+                                    on_line=_converter_progress(f"converting the {label}", progress))
+            (verify_mmproj if mmproj else verify_text_model)(tmp, info)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        publish(tmp, final)
+    seconds = time.monotonic() - started
+    if source:
+        manifest.data["source"] = {**source, "files": inputs}
+    manifest.data["llama_cpp"] = toolchain.describe()
+    manifest.record_step("convert", key, params, inputs, [text_path, mmproj_path], seconds)
+    manifest.save()
+    return ConvertResult(text_path, mmproj_path, skipped=False, seconds=seconds)
+
+
+_WRITING = re.compile(r"Writing:\s+(\d+)%")
+
+
+def _converter_progress(stage: str, progress: ProgressFn) -> Callable[[str], None]:
+    progress(stage, None)
+
+    def on_line(line: str) -> None:
+        match = _WRITING.search(line)
+        if match:
+            progress(stage, int(match.group(1)) / 100)
+
+    return on_line
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading the results back
+
+
+def _field(reader: GGUFReader, key: str):
+    field = reader.fields.get(key)
+    return None if field is None else field.contents()
+
+
+def _expect(path: Path, what: str, found, expected) -> None:
+    if found != expected:
+        raise SmolconvError(
+            f"{path.name}: {what} is {found!r}, the checkpoint says {expected!r}",
+            "the converter produced a GGUF that does not match the checkpoint; check the llama.cpp version",
+        )
+
+
+def verify_text_model(path: Path, info: CheckpointInfo) -> None:
+    reader = GGUFReader(path)
+    _expect(path, "general.architecture", _field(reader, "general.architecture"), "llama")
+    _expect(path, "llama.block_count", _field(reader, "llama.block_count"), info.num_hidden_layers)
+    tokens = _field(reader, "tokenizer.ggml.tokens") or []
+    _expect(path, "the vocabulary size", len(tokens), info.vocab_size)
+
+
+def verify_mmproj(path: Path, info: CheckpointInfo) -> None:
+    reader = GGUFReader(path)
+    _expect(path, "general.type", _field(reader, "general.type"), "mmproj")
+    _expect(path, "clip.projector_type", _field(reader, "clip.projector_type"), "idefics3")
+    _expect(path, "clip.vision.projector.scale_factor",
+            _field(reader, "clip.vision.projector.scale_factor"), info.scale_factor)
+    _expect(path, "clip.vision.image_size", _field(reader, "clip.vision.image_size"), info.image_size)

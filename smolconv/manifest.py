@@ -1,0 +1,102 @@
+"""build.json: what a build was made from, how, and what it made.
+
+Each step (convert, quantize:<TYPE>) records a key, the sha256 of its inputs plus its parameters and the
+toolchain version; the step is skipped when the key is unchanged and its outputs are still the files it
+wrote. Hashes are cached against (size, mtime) so that a rerun does not read gigabytes again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smolconv import __version__
+from smolconv.errors import SmolconvError
+from smolconv.hashing import sha256_file
+
+MANIFEST = "build.json"
+
+
+@dataclass
+class Manifest:
+    path: Path
+    data: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, out_dir: Path) -> Manifest:
+        path = Path(out_dir) / MANIFEST
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            data = {}
+        data.setdefault("steps", {})
+        data.setdefault("outputs", {})
+        data.setdefault("hash_cache", {})
+        return cls(path, data)
+
+    def save(self) -> None:
+        self.data["smolconv"] = __version__
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, self.path)
+
+    # -- hashing with a stat cache ---------------------------------------------------------------------
+
+    def sha256(self, path: Path) -> str:
+        stat = path.stat()
+        key = str(path.resolve())
+        cached = self.data["hash_cache"].get(key)
+        if cached and cached["size"] == stat.st_size and cached["mtime_ns"] == stat.st_mtime_ns:
+            return cached["sha256"]
+        digest = sha256_file(path)
+        self.data["hash_cache"][key] = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        return digest
+
+    def refuse_to_clobber(self, paths: list[Path], *, force: bool) -> None:
+        """A file this build did not write is the user's: replacing it needs --force."""
+        if force:
+            return
+        for path in paths:
+            if path.exists() and path.name not in self.data["outputs"]:
+                raise SmolconvError(f"{path} already exists and was not written by this build",
+                                    "pass --force to replace it, or choose another --out")
+
+    # -- steps -----------------------------------------------------------------------------------------
+
+    def step_key(self, inputs: dict[str, str], params: dict) -> str:
+        blob = json.dumps({"inputs": inputs, "params": params}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def is_current(self, step: str, key: str, out_dir: Path) -> bool:
+        record = self.data["steps"].get(step)
+        if not record or record.get("key") != key:
+            return False
+        for name in record.get("outputs", []):
+            output = self.data["outputs"].get(name)
+            path = out_dir / name
+            if not output or not path.is_file() or path.stat().st_size != output["size"]:
+                return False
+            if self.sha256(path) != output["sha256"]:
+                return False
+        return True
+
+    def record_step(self, step: str, key: str, params: dict, inputs: dict[str, str], outputs: list[Path],
+                    seconds: float, extra: dict | None = None) -> None:
+        for path in outputs:
+            self.data["outputs"][path.name] = {
+                "sha256": self.sha256(path),
+                "size": path.stat().st_size,
+                "step": step,
+                "params": params,
+            }
+        self.data["steps"][step] = {
+            "key": key,
+            "params": params,
+            "inputs": inputs,
+            "outputs": [p.name for p in outputs],
+            "seconds": round(seconds, 3),
+            **(extra or {}),
+        }

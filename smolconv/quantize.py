@@ -1,0 +1,302 @@
+"""`smolconv quantize`: llama-quantize per type, and a report of what each file really holds.
+
+llama.cpp's K-quants store rows in blocks of 256 values. SmolVLM2-256M (hidden size 576) and -500M (960)
+have rows that are not multiples of 256, so llama-quantize falls back to 32-value formats for those
+tensors (Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0). The report reads the tensor types back from the GGUF, so
+the user sees that most of their "Q4_K_M" is Q5_0 rather than trusting the file name.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
+
+from smolconv.errors import SmolconvError
+from smolconv.fsutil import partial_path, publish
+from smolconv.manifest import Manifest
+from smolconv.runner import run_tool
+from smolconv.toolchain import Toolchain
+
+DEFAULT_TYPES = ("Q4_K_M", "Q5_K_M", "Q8_0")
+# llama-quantize refuses these without an importance matrix (and IQ3_XXS is poor without one).
+NEEDS_IMATRIX = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "Q2_K_S"}
+FLOAT_TYPES = {"F32", "F16", "BF16"}
+IMATRIX_NAME = "imatrix.gguf"
+
+ProgressFn = Callable[[str, float | None], None]
+
+
+def _no_progress(_stage: str, _fraction: float | None) -> None:
+    pass
+
+
+@dataclass
+class QuantizeOptions:
+    out_dir: Path
+    types: tuple[str, ...] = DEFAULT_TYPES
+    imatrix: Path | None = None       # an importance matrix made elsewhere
+    imatrix_text: Path | None = None  # or a text to compute one from with llama-imatrix
+    mmproj_type: str | None = None    # e.g. Q8_0; None keeps the converted (f16) projector
+    threads: int | None = None
+    force: bool = False
+
+
+@dataclass
+class QuantReport:
+    qtype: str
+    path: Path
+    size: int
+    bits_per_weight: float
+    n_tensors: int
+    tensor_types: dict[str, int]          # ggml type -> tensors of that type
+    weight_share: dict[str, float]        # ggml type -> share of all weights (by element count)
+    fallbacks: dict[str, int]             # type a tensor fell back to -> count
+    log_fallbacks: int | None = None      # what llama-quantize's own summary said
+    seconds: float = 0.0
+    skipped: bool = False
+    requested_main: str | None = None     # the tensor type the name promises (Q4_K for Q4_K_M)
+
+    @property
+    def n_fallbacks(self) -> int:
+        return sum(self.fallbacks.values())
+
+    def dominant_type(self) -> str:
+        quantized = {t: s for t, s in self.weight_share.items() if t not in FLOAT_TYPES}
+        return max(quantized, key=quantized.get) if quantized else max(self.weight_share, key=self.weight_share.get)
+
+    def plain_summary(self) -> str:
+        """One sentence a user can act on."""
+        dominant = self.dominant_type()
+        share = self.weight_share.get(dominant, 0.0)
+        text = f"{self.qtype}: {self.size / 2**20:.1f} MiB, {self.bits_per_weight:.2f} bits per weight"
+        if self.n_fallbacks:
+            moved = ", ".join(f"{n} to {t}" for t, n in sorted(self.fallbacks.items(), key=lambda kv: -kv[1]))
+            text += (f"; {self.n_fallbacks} of {self.n_tensors} tensors fell back from {self.requested_main} "
+                     f"({moved}) because their rows are not multiples of {_block_size(self.requested_main)}")
+        if self.requested_main and dominant != self.requested_main:
+            text += f". Most of this \"{self.qtype}\" is {dominant} ({share:.0%} of the weights)"
+        return text + "."
+
+    def to_dict(self) -> dict:
+        return {
+            "type": self.qtype, "file": self.path.name, "size": self.size,
+            "bits_per_weight": round(self.bits_per_weight, 4), "tensors": self.n_tensors,
+            "tensor_types": self.tensor_types,
+            "weight_share": {k: round(v, 4) for k, v in self.weight_share.items()},
+            "requested_type": self.requested_main, "dominant_type": self.dominant_type(),
+            "fallbacks": self.fallbacks, "fallback_count": self.n_fallbacks,
+            "llama_quantize_fallback_count": self.log_fallbacks, "seconds": round(self.seconds, 3),
+            "summary": self.plain_summary(),
+        }
+
+
+@dataclass
+class QuantizeResult:
+    reports: list[QuantReport] = field(default_factory=list)
+    mmproj: Path | None = None
+    imatrix: Path | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Types
+
+
+_TYPE_LINE = re.compile(r"^\s*\d+\s+or\s+([A-Z0-9_]+)\s*:", re.MULTILINE)
+
+
+@cache
+def supported_types(quantize_tool: Path) -> tuple[str, ...]:
+    """The type names this llama-quantize lists under "allowed quantization types"."""
+    # llama-quantize --help exits 1 after printing the list.
+    output = run_tool([quantize_tool, "--help"], what="listing quantization types",
+                      fix="rebuild the toolchain with `smolconv setup --rebuild`", timeout=60, check=False).output
+    return tuple(name for name in _TYPE_LINE.findall(output) if name != "COPY")
+
+
+def canonical_type(name: str, toolchain: Toolchain) -> str:
+    supported = supported_types(toolchain.tool("llama-quantize"))
+    for candidate in supported:
+        if candidate.upper() == name.upper():
+            return candidate
+    raise SmolconvError(f"llama-quantize has no type {name}", f"choose one of {', '.join(supported)}")
+
+
+def requested_main_type(qtype: str) -> str | None:
+    """The tensor type a file type is named after: Q4_K_M → Q4_K, Q8_0 → Q8_0, IQ3_M → IQ3_S."""
+    candidates = [qtype, re.sub(r"_(S|M|L|XL)$", "", qtype), qtype.replace("_M", "_S")]
+    for candidate in candidates:
+        if candidate in GGMLQuantizationType.__members__:
+            return candidate
+    return None
+
+
+def _block_size(type_name: str | None) -> int:
+    if not type_name:
+        return 1
+    return GGML_QUANT_SIZES[GGMLQuantizationType[type_name]][0]
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading a quantized file back
+
+
+def tensor_report(path: Path, qtype: str) -> QuantReport:
+    reader = GGUFReader(path)
+    types = Counter(t.tensor_type.name for t in reader.tensors)
+    elements = Counter()
+    for t in reader.tensors:
+        elements[t.tensor_type.name] += int(t.n_elements)
+    total_elements = sum(elements.values())
+    total_bytes = sum(int(t.n_bytes) for t in reader.tensors)
+    main = requested_main_type(qtype)
+    block = _block_size(main)
+    # llama.cpp's rule: a quantized tensor whose rows (ne[0]) are not a multiple of the requested type's
+    # block size gets a fallback type. Float tensors (norms, F32 embeddings in mmproj) were never quantized.
+    fallbacks = Counter(
+        t.tensor_type.name for t in reader.tensors
+        if t.tensor_type.name not in FLOAT_TYPES and int(t.shape[0]) % block != 0
+    )
+    return QuantReport(
+        qtype=qtype,
+        path=path,
+        size=path.stat().st_size,
+        bits_per_weight=total_bytes * 8 / total_elements,
+        n_tensors=len(reader.tensors),
+        tensor_types=dict(types.most_common()),
+        weight_share={k: v / total_elements for k, v in elements.most_common()},
+        fallbacks=dict(fallbacks.most_common()),
+        requested_main=main,
+    )
+
+
+_LOG_FALLBACK = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback quantization")
+
+
+# --------------------------------------------------------------------------------------------------
+# Running llama-quantize
+
+
+def quantize(options: QuantizeOptions, toolchain: Toolchain, progress: ProgressFn = _no_progress) -> QuantizeResult:
+    out_dir = Path(options.out_dir)
+    manifest = Manifest.load(out_dir)
+    convert_step = manifest.data["steps"].get("convert")
+    if not convert_step:
+        raise SmolconvError(f"{out_dir} has no converted model (no convert step in build.json)",
+                            "run `smolconv convert CHECKPOINT --out " + str(out_dir) + "` first")
+    model_name, mmproj_name = convert_step["outputs"]
+    source = out_dir / model_name
+    for name in (model_name, mmproj_name):
+        if not (out_dir / name).is_file():
+            raise SmolconvError(f"{out_dir / name} is missing", "run `smolconv convert` again")
+    types = [canonical_type(t, toolchain) for t in options.types]
+    if options.imatrix and options.imatrix_text:
+        raise SmolconvError("--imatrix and --imatrix-text both given", "pass one of them")
+    needing = [t for t in types if t in NEEDS_IMATRIX]
+    if needing and not (options.imatrix or options.imatrix_text):
+        raise SmolconvError(f"{', '.join(needing)} need an importance matrix",
+                            "pass --imatrix FILE or --imatrix-text FILE")
+
+    result = QuantizeResult()
+    imatrix = Path(options.imatrix) if options.imatrix else None
+    if imatrix is not None and not imatrix.is_file():
+        raise SmolconvError(f"--imatrix {imatrix} does not exist", "pass the path of an imatrix file")
+    if options.imatrix_text:
+        imatrix = _compute_imatrix(manifest, toolchain, source, Path(options.imatrix_text), options, progress)
+        result.imatrix = imatrix
+
+    stem = model_name.removesuffix(".gguf").rsplit("-", 1)[0]
+    for qtype in types:
+        result.reports.append(_quantize_one(manifest, toolchain, source, out_dir / f"{stem}-{qtype}.gguf",
+                                            qtype, imatrix, options, progress))
+    if options.mmproj_type:
+        mtype = canonical_type(options.mmproj_type, toolchain)
+        target = out_dir / f"mmproj-{stem}-{mtype}.gguf"
+        _quantize_one(manifest, toolchain, out_dir / mmproj_name, target, mtype, None, options, progress,
+                      step_prefix="quantize-mmproj")
+        result.mmproj = target
+    manifest.save()
+    return result
+
+
+def _quantize_one(manifest: Manifest, toolchain: Toolchain, source: Path, target: Path, qtype: str,
+                  imatrix: Path | None, options: QuantizeOptions, progress: ProgressFn,
+                  step_prefix: str = "quantize") -> QuantReport:
+    step = f"{step_prefix}:{qtype}"
+    out_dir = target.parent
+    inputs = {source.name: manifest.sha256(source)}
+    if imatrix:
+        inputs[imatrix.name] = manifest.sha256(imatrix)
+    params = {"type": qtype, "imatrix": imatrix.name if imatrix else None, "llama_cpp": toolchain.identity()}
+    key = manifest.step_key(inputs, params)
+    if not options.force and manifest.is_current(step, key, out_dir):
+        report = tensor_report(target, qtype)
+        report.skipped = True
+        report.log_fallbacks = manifest.data["steps"][step].get("llama_quantize_fallback_count")
+        return report
+    manifest.refuse_to_clobber([target], force=options.force)
+
+    progress(f"quantizing to {qtype}", None)
+    tmp = partial_path(target)
+    args = [toolchain.tool("llama-quantize")]
+    if imatrix:
+        args += ["--imatrix", imatrix]
+    args += [source, tmp, qtype]
+    if options.threads:
+        args.append(str(options.threads))
+    started = time.monotonic()
+    try:
+        output = run_tool(args, what=f"quantizing {source.name} to {qtype}",
+                          fix="check the type name and free disk space", on_line=None).output
+        report = tensor_report(tmp, qtype)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    publish(tmp, target)
+    report.path = target
+    report.seconds = time.monotonic() - started
+    match = _LOG_FALLBACK.search(output)
+    report.log_fallbacks = int(match.group(1)) if match else 0
+    manifest.record_step(step, key, params, inputs, [target], report.seconds,
+                         extra={"report": report.to_dict(), "llama_quantize_fallback_count": report.log_fallbacks})
+    manifest.save()
+    return report
+
+
+def _compute_imatrix(manifest: Manifest, toolchain: Toolchain, model: Path, text: Path,
+                     options: QuantizeOptions, progress: ProgressFn) -> Path:
+    if not text.is_file():
+        raise SmolconvError(f"--imatrix-text {text} does not exist", "pass a plain-text file (a few thousand words)")
+    out_dir = model.parent
+    target = out_dir / IMATRIX_NAME
+    inputs = {model.name: manifest.sha256(model), text.name: manifest.sha256(text)}
+    params = {"llama_cpp": toolchain.identity()}
+    key = manifest.step_key(inputs, params)
+    if not options.force and manifest.is_current("imatrix", key, out_dir):
+        return target
+    manifest.refuse_to_clobber([target], force=options.force)
+    progress("computing the importance matrix with llama-imatrix", None)
+    tmp = partial_path(target)
+    started = time.monotonic()
+    args = [toolchain.tool("llama-imatrix"), "-m", model, "-f", text, "-o", tmp, "--output-format", "gguf",
+            "-c", "512", "--no-ppl"]
+    if options.threads:
+        args += ["-t", str(options.threads)]
+    try:
+        run_tool(args, what="computing the importance matrix",
+                 fix="give --imatrix-text a longer text (at least 512 tokens)")
+        if not tmp.is_file():
+            raise SmolconvError("llama-imatrix wrote no file", "give --imatrix-text a longer text")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    publish(tmp, target)
+    manifest.record_step("imatrix", key, params, inputs, [target], time.monotonic() - started)
+    manifest.save()
+    return target
