@@ -133,3 +133,154 @@ def synth(
     total = sum(result.files.values())
     console.print(f"wrote the {result.shape.name} fixture to {result.path} "
                   f"({len(result.files)} files, {total / 1e6:.1f} MB)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Pipeline stages
+
+OutOption = Annotated[Path | None, typer.Option("--out", help="Output directory (default: out/<model name>).")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Redo steps and replace files that exist.")]
+TypesOption = Annotated[list[str] | None, typer.Option(
+    "--type", "-t", help="Quantization type, repeatable (default: Q4_K_M, Q5_K_M, Q8_0); any llama-quantize type.")]
+ImatrixOption = Annotated[Path | None, typer.Option("--imatrix", help="An importance matrix file to quantize with.")]
+ImatrixTextOption = Annotated[Path | None, typer.Option(
+    "--imatrix-text", help="A text file to compute an importance matrix from (llama-imatrix).")]
+MmprojTypeOption = Annotated[str | None, typer.Option(
+    "--mmproj-type", help="Also quantize the vision projector (e.g. Q8_0); the f16 projector stays the default.")]
+ThreadsOption = Annotated[int | None, typer.Option("--threads", help="Threads for llama-quantize.")]
+
+
+def _progress_bar():
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                   console=err_console, transient=True)
+    task = bar.add_task("starting", total=None)
+
+    def progress(stage: str, fraction: float | None) -> None:
+        bar.update(task, description=stage, total=None if fraction is None else 1.0, completed=fraction or 0)
+
+    return bar, progress
+
+
+def _print_quant_reports(result) -> None:
+    if not result.reports:
+        return
+    table = Table(title="quantized variants (tensor types read back from each GGUF)")
+    for column in ("type", "file", "MiB", "bits/weight", "tensor types", "fell back", "time"):
+        table.add_column(column, overflow="fold")
+    for r in result.reports:
+        kinds = ", ".join(f"{t} {n}" for t, n in r.tensor_types.items())
+        fell = f"{r.n_fallbacks}/{r.n_tensors}" if r.n_fallbacks else "0"
+        took = "reused" if r.skipped else f"{r.seconds:.1f} s"
+        table.add_row(r.qtype, r.path.name, f"{r.size / 2**20:.1f}", f"{r.bits_per_weight:.2f}", kinds, fell, took)
+    console.print(table)
+    for r in result.reports:
+        console.print(r.plain_summary(), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def pull(
+    model: Annotated[str, typer.Argument(help="Alias (256m, 500m, 2.2b), Hub id, or a local directory.")],
+    revision: Annotated[str | None, typer.Option("--revision", help="Branch, tag or commit to pin.")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Use the local Hub cache only.")] = False,
+) -> None:
+    """Download a checkpoint snapshot (resumable) into the Hugging Face cache and print its path."""
+    from smolconv.pull import PullOptions
+    from smolconv.pull import pull as pull_stage
+
+    try:
+        source = pull_stage(PullOptions(model, revision=revision, local_files_only=offline))
+    except SmolconvError as exc:
+        raise _fail(exc) from None
+    pinned = f" at {source.revision}" if source.revision else ""
+    console.print(f"{source.repo_id or 'local checkpoint'}{pinned}: {source.path}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def convert(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory (see `smolconv pull`).")],
+    out: OutOption = None,
+    outtype: Annotated[str, typer.Option("--outtype", help="f16, bf16, f32 or q8_0.")] = "f16",
+    force: ForceOption = False,
+    llama_cpp: LlamaCppOption = None,
+) -> None:
+    """Convert a checkpoint to a text GGUF and a vision projector (mmproj) GGUF, checked after writing."""
+    from smolconv.convert import ConvertOptions
+    from smolconv.convert import convert as convert_stage
+    from smolconv.toolchain import find_toolchain
+
+    try:
+        toolchain = find_toolchain(llama_cpp)
+        out_dir = out or Path("out") / checkpoint.resolve().name
+        bar, progress = _progress_bar()
+        with bar:
+            result = convert_stage(ConvertOptions(checkpoint, out_dir, outtype=outtype, force=force), toolchain,
+                                   progress)
+    except SmolconvError as exc:
+        raise _fail(exc) from None
+    verb = "up to date" if result.skipped else f"written in {result.seconds:.1f} s"
+    console.print(f"{result.model}\n{result.mmproj}\n{verb}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def quantize(
+    out: Annotated[Path, typer.Argument(help="A directory `smolconv convert` wrote (it holds build.json).")],
+    types: TypesOption = None,
+    imatrix: ImatrixOption = None,
+    imatrix_text: ImatrixTextOption = None,
+    mmproj_type: MmprojTypeOption = None,
+    threads: ThreadsOption = None,
+    force: ForceOption = False,
+    llama_cpp: LlamaCppOption = None,
+) -> None:
+    """Quantize the converted model with llama-quantize and report what each file really holds."""
+    from smolconv.quantize import DEFAULT_TYPES, QuantizeOptions
+    from smolconv.quantize import quantize as quantize_stage
+    from smolconv.toolchain import find_toolchain
+
+    try:
+        toolchain = find_toolchain(llama_cpp)
+        bar, progress = _progress_bar()
+        with bar:
+            result = quantize_stage(QuantizeOptions(out, tuple(types or DEFAULT_TYPES), imatrix, imatrix_text,
+                                                    mmproj_type, threads, force), toolchain, progress)
+    except SmolconvError as exc:
+        raise _fail(exc) from None
+    _print_quant_reports(result)
+
+
+@app.command()
+def build(
+    model: Annotated[str, typer.Argument(help="Alias (256m, 500m, 2.2b), Hub id, or a local directory.")],
+    out: OutOption = None,
+    revision: Annotated[str | None, typer.Option("--revision", help="Branch, tag or commit to pin.")] = None,
+    outtype: Annotated[str, typer.Option("--outtype", help="f16, bf16, f32 or q8_0.")] = "f16",
+    types: TypesOption = None,
+    imatrix: ImatrixOption = None,
+    imatrix_text: ImatrixTextOption = None,
+    mmproj_type: MmprojTypeOption = None,
+    threads: ThreadsOption = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Use the local Hub cache only.")] = False,
+    force: ForceOption = False,
+    llama_cpp: LlamaCppOption = None,
+) -> None:
+    """Run pull → convert → quantize; steps whose inputs are unchanged are skipped (see build.json)."""
+    from smolconv.pipeline import BuildOptions
+    from smolconv.pipeline import build as build_pipeline
+    from smolconv.quantize import DEFAULT_TYPES
+    from smolconv.toolchain import find_toolchain
+
+    try:
+        toolchain = find_toolchain(llama_cpp)
+        bar, progress = _progress_bar()
+        with bar:
+            result = build_pipeline(BuildOptions(
+                model=model, out_dir=out, revision=revision, outtype=outtype, types=tuple(types or DEFAULT_TYPES),
+                imatrix=imatrix, imatrix_text=imatrix_text, mmproj_type=mmproj_type, threads=threads, force=force,
+                local_files_only=offline), toolchain, progress)
+    except SmolconvError as exc:
+        raise _fail(exc) from None
+    converted = "reused" if result.converted.skipped else f"converted in {result.converted.seconds:.1f} s"
+    console.print(f"{result.converted.model.name} + {result.converted.mmproj.name}: {converted}",
+                  soft_wrap=True, highlight=False)
+    _print_quant_reports(result.quantized)
+    console.print(f"build record: {result.out_dir / 'build.json'}", soft_wrap=True, highlight=False)

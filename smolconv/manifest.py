@@ -39,8 +39,11 @@ class Manifest:
 
     def save(self) -> None:
         self.data["smolconv"] = __version__
+        order = ("smolconv", "llama_cpp", "source", "steps", "outputs", "hash_cache")
+        data = {k: self.data[k] for k in order if k in self.data}
+        data.update({k: v for k, v in self.data.items() if k not in data})
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
         os.replace(tmp, self.path)
 
     # -- hashing with a stat cache ---------------------------------------------------------------------

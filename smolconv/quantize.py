@@ -80,9 +80,20 @@ class QuantReport:
             moved = ", ".join(f"{n} to {t}" for t, n in sorted(self.fallbacks.items(), key=lambda kv: -kv[1]))
             text += (f"; {self.n_fallbacks} of {self.n_tensors} tensors fell back from {self.requested_main} "
                      f"({moved}) because their rows are not multiples of {_block_size(self.requested_main)}")
+            if self.log_fallbacks is not None and self.log_fallbacks != self.n_fallbacks:
+                text += f" (llama-quantize's own count: {self.log_fallbacks})"
         if self.requested_main and dominant != self.requested_main:
             text += f". Most of this \"{self.qtype}\" is {dominant} ({share:.0%} of the weights)"
         return text + "."
+
+    @classmethod
+    def from_dict(cls, data: dict, path: Path) -> QuantReport:
+        return cls(
+            qtype=data["type"], path=path, size=data["size"], bits_per_weight=data["bits_per_weight"],
+            n_tensors=data["tensors"], tensor_types=data["tensor_types"], weight_share=data["weight_share"],
+            fallbacks=data["fallbacks"], log_fallbacks=data["llama_quantize_fallback_count"],
+            seconds=data["seconds"], requested_main=data["requested_type"],
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -236,9 +247,10 @@ def _quantize_one(manifest: Manifest, toolchain: Toolchain, source: Path, target
     params = {"type": qtype, "imatrix": imatrix.name if imatrix else None, "llama_cpp": toolchain.identity()}
     key = manifest.step_key(inputs, params)
     if not options.force and manifest.is_current(step, key, out_dir):
-        report = tensor_report(target, qtype)
+        # The file is unchanged (same sha256), so the report stored with it still holds; reading the
+        # GGUF again would cost seconds of parsing the vocabulary.
+        report = QuantReport.from_dict(manifest.data["steps"][step]["report"], target)
         report.skipped = True
-        report.log_fallbacks = manifest.data["steps"][step].get("llama_quantize_fallback_count")
         return report
     manifest.refuse_to_clobber([target], force=options.force)
 
@@ -263,8 +275,7 @@ def _quantize_one(manifest: Manifest, toolchain: Toolchain, source: Path, target
     report.seconds = time.monotonic() - started
     match = _LOG_FALLBACK.search(output)
     report.log_fallbacks = int(match.group(1)) if match else 0
-    manifest.record_step(step, key, params, inputs, [target], report.seconds,
-                         extra={"report": report.to_dict(), "llama_quantize_fallback_count": report.log_fallbacks})
+    manifest.record_step(step, key, params, inputs, [target], report.seconds, extra={"report": report.to_dict()})
     manifest.save()
     return report
 

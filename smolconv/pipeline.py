@@ -1,0 +1,58 @@
+"""`smolconv build`: every stage in order, each skipped when build.json says it is already done."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smolconv.convert import ConvertOptions, ConvertResult, ProgressFn, convert
+from smolconv.pull import PullOptions, Source, pull
+from smolconv.quantize import DEFAULT_TYPES, QuantizeOptions, QuantizeResult, quantize
+from smolconv.toolchain import Toolchain
+
+
+def _no_progress(_stage: str, _fraction: float | None) -> None:
+    pass
+
+
+@dataclass
+class BuildOptions:
+    model: str
+    out_dir: Path | None = None  # default: out/<model name>
+    revision: str | None = None
+    outtype: str = "f16"
+    types: tuple[str, ...] = DEFAULT_TYPES
+    imatrix: Path | None = None
+    imatrix_text: Path | None = None
+    mmproj_type: str | None = None
+    threads: int | None = None
+    force: bool = False
+    local_files_only: bool = False
+
+
+@dataclass
+class BuildResult:
+    source: Source
+    out_dir: Path
+    converted: ConvertResult
+    quantized: QuantizeResult = field(default_factory=QuantizeResult)
+
+
+def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = _no_progress) -> BuildResult:
+    progress(f"pulling {options.model}", None)
+    source = pull(PullOptions(options.model, revision=options.revision, local_files_only=options.local_files_only))
+    out_dir = Path(options.out_dir) if options.out_dir else Path("out") / source.name
+    source_record = {"model": options.model, "repo_id": source.repo_id, "revision": source.revision,
+                     "requested_revision": source.requested_revision, "path": str(source.path.resolve())}
+    converted = convert(
+        ConvertOptions(checkpoint=source.path, out_dir=out_dir, outtype=options.outtype, name=source.name,
+                       force=options.force),
+        toolchain, progress, source=source_record,
+    )
+    quantized = quantize(
+        QuantizeOptions(out_dir=out_dir, types=options.types, imatrix=options.imatrix,
+                        imatrix_text=options.imatrix_text, mmproj_type=options.mmproj_type,
+                        threads=options.threads, force=options.force),
+        toolchain, progress,
+    )
+    return BuildResult(source=source, out_dir=out_dir, converted=converted, quantized=quantized)
