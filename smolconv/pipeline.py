@@ -7,7 +7,7 @@ from pathlib import Path
 
 from smolconv.convert import ConvertOptions, ConvertResult, ProgressFn, convert
 from smolconv.pull import PullOptions, Source, pull
-from smolconv.quantize import DEFAULT_TYPES, QuantizeOptions, QuantizeResult, quantize
+from smolconv.quantize import DEFAULT_TYPES, QuantizeOptions, QuantizeResult, check_request, quantize
 from smolconv.toolchain import Toolchain
 
 
@@ -39,6 +39,10 @@ class BuildResult:
 
 
 def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = _no_progress) -> BuildResult:
+    quantize_options = QuantizeOptions(out_dir=Path("."), types=options.types, imatrix=options.imatrix,
+                                       imatrix_text=options.imatrix_text, mmproj_type=options.mmproj_type,
+                                       threads=options.threads, force=options.force)
+    check_request(quantize_options, toolchain)  # a typo in --type fails now, not after a long conversion
     progress(f"pulling {options.model}", None)
     source = pull(PullOptions(options.model, revision=options.revision, local_files_only=options.local_files_only))
     out_dir = Path(options.out_dir) if options.out_dir else Path("out") / source.name
@@ -49,10 +53,6 @@ def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = _n
                        force=options.force),
         toolchain, progress, source=source_record,
     )
-    quantized = quantize(
-        QuantizeOptions(out_dir=out_dir, types=options.types, imatrix=options.imatrix,
-                        imatrix_text=options.imatrix_text, mmproj_type=options.mmproj_type,
-                        threads=options.threads, force=options.force),
-        toolchain, progress,
-    )
+    quantize_options.out_dir = out_dir
+    quantized = quantize(quantize_options, toolchain, progress)
     return BuildResult(source=source, out_dir=out_dir, converted=converted, quantized=quantized)

@@ -206,18 +206,9 @@ def quantize(options: QuantizeOptions, toolchain: Toolchain, progress: ProgressF
     for name in (model_name, mmproj_name):
         if not (out_dir / name).is_file():
             raise SmolconvError(f"{out_dir / name} is missing", "run `smolconv convert` again")
-    types = [canonical_type(t, toolchain) for t in options.types]
-    if options.imatrix and options.imatrix_text:
-        raise SmolconvError("--imatrix and --imatrix-text both given", "pass one of them")
-    needing = [t for t in types if t in NEEDS_IMATRIX]
-    if needing and not (options.imatrix or options.imatrix_text):
-        raise SmolconvError(f"{', '.join(needing)} need an importance matrix",
-                            "pass --imatrix FILE or --imatrix-text FILE")
-
+    types = check_request(options, toolchain)
     result = QuantizeResult()
     imatrix = Path(options.imatrix) if options.imatrix else None
-    if imatrix is not None and not imatrix.is_file():
-        raise SmolconvError(f"--imatrix {imatrix} does not exist", "pass the path of an imatrix file")
     if options.imatrix_text:
         imatrix = _compute_imatrix(manifest, toolchain, source, Path(options.imatrix_text), options, progress)
         result.imatrix = imatrix
@@ -234,6 +225,23 @@ def quantize(options: QuantizeOptions, toolchain: Toolchain, progress: ProgressF
         result.mmproj = target
     manifest.save()
     return result
+
+
+def check_request(options: QuantizeOptions, toolchain: Toolchain) -> list[str]:
+    """Everything about a quantize request that can be wrong before any work starts; the canonical type names."""
+    types = [canonical_type(t, toolchain) for t in options.types]
+    if options.mmproj_type:
+        canonical_type(options.mmproj_type, toolchain)
+    if options.imatrix and options.imatrix_text:
+        raise SmolconvError("--imatrix and --imatrix-text both given", "pass one of them")
+    for flag, path in (("--imatrix", options.imatrix), ("--imatrix-text", options.imatrix_text)):
+        if path is not None and not Path(path).is_file():
+            raise SmolconvError(f"{flag} {path} does not exist", "pass the path of an existing file")
+    needing = [t for t in types if t in NEEDS_IMATRIX]
+    if needing and not (options.imatrix or options.imatrix_text):
+        raise SmolconvError(f"{', '.join(needing)} need an importance matrix",
+                            "pass --imatrix FILE or --imatrix-text FILE")
+    return types
 
 
 def _quantize_one(manifest: Manifest, toolchain: Toolchain, source: Path, target: Path, qtype: str,
@@ -282,8 +290,6 @@ def _quantize_one(manifest: Manifest, toolchain: Toolchain, source: Path, target
 
 def _compute_imatrix(manifest: Manifest, toolchain: Toolchain, model: Path, text: Path,
                      options: QuantizeOptions, progress: ProgressFn) -> Path:
-    if not text.is_file():
-        raise SmolconvError(f"--imatrix-text {text} does not exist", "pass a plain-text file (a few thousand words)")
     out_dir = model.parent
     target = out_dir / IMATRIX_NAME
     inputs = {model.name: manifest.sha256(model), text.name: manifest.sha256(text)}

@@ -54,7 +54,8 @@ def run_tool(
     """Run a program to completion, streaming its output lines to `on_line`.
 
     `what` names the step for the error message ("building llama.cpp"), `fix` tells the user what to do
-    when it fails; `check=False` returns a non-zero exit instead (for tools whose --help exits 1). Output is kept whole in the result; only the last lines go into an error.
+    when it fails; `check=False` returns a non-zero exit instead (for tools whose --help exits 1).
+    Output is kept whole in the result; only the last lines go into an error.
     """
     argv = [str(a) for a in args]
     try:

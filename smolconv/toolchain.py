@@ -18,6 +18,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import platform
 import re
 import shutil
 import sys
@@ -65,6 +66,14 @@ _CMAKE_FLAGS = (
     "-DLLAMA_USE_PREBUILT_UI=OFF",
     "-DLLAMA_OPENSSL=OFF",
 )
+# GGML_NATIVE (-march=native) picks up AVX-512 and AMX where the CPU lists them; in virtual machines and
+# sandboxes that list AMX without enabling it, quantized models then die with SIGILL. A fixed x86-64 baseline
+# (AVX2, FMA, F16C, BMI2: every CPU an RTX 4070 is paired with) also keeps a cached build valid when the cache
+# moves to another machine.
+_X86_FLAGS = ("-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON",
+              "-DGGML_BMI2=ON")
+# Bumped whenever the build recipe changes, so installs made by an older recipe are rebuilt.
+RECIPE = 2
 
 MARKER = "toolchain.json"
 
@@ -213,6 +222,8 @@ def installed_toolchain(backend: str = "cpu") -> Toolchain | None:
         info = json.loads(marker.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    if info.get("recipe") != RECIPE:
+        return None  # made by an older build recipe: `setup` rebuilds it
     bin_dir = final / "bin"
     if not all((bin_dir / t).is_file() for t in TOOLS) or not (final / "src" / "convert_hf_to_gguf.py").is_file():
         return None
@@ -334,6 +345,7 @@ def _assemble(sdist: Path, staging: Path, build_dir: Path, backend: str, options
     for tool in TOOLS:
         shutil.copy2(build_dir / "bin" / tool, staging / "bin" / tool)
     info = {
+        "recipe": RECIPE,
         "llama_cpp_python": LLAMA_CPP_PYTHON_VERSION,
         "sdist_sha256": LLAMA_CPP_SDIST_SHA256,
         "llama_cpp_commit": commit,
@@ -420,6 +432,8 @@ def _extract_tree(sdist: Path, dest: Path) -> str:
 def _cmake_flags(options: SetupOptions, commit: str) -> tuple[str, ...]:
     # The sdist carries no git history, so tell CMake which commit it is (llama.cpp's own version output).
     flags = [*_CMAKE_FLAGS, f"-DLLAMA_BUILD_COMMIT={commit[:7]}"]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        flags += _X86_FLAGS
     if options.cuda:
         flags += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={options.cuda_arch}"]
     return (*flags, *options.extra_cmake_args)

@@ -44,11 +44,14 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> sub
                           env=env, cwd=cwd, timeout=1800)
 
 
-def wait_for_http(url: str, timeout: float = 120) -> None:
+def wait_for_http(url: str, timeout: float = 120, process: subprocess.Popen | None = None) -> None:
+    """Wait until `url` answers 200; fail at once if `process` (the server) has died."""
     import urllib.request
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode} before {url} answered")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -57,3 +60,43 @@ def wait_for_http(url: str, timeout: float = 120) -> None:
             pass
         time.sleep(0.5)
     raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def chat_with_llama_server(toolchain: Toolchain, model: Path, mmproj: Path, question: str,
+                           max_tokens: int = 48) -> dict:
+    """Serve `model` + `mmproj` with the real llama-server on loopback and ask one question."""
+    import json
+    import urllib.request
+
+    port = free_port()
+    server = subprocess.Popen(
+        [toolchain.tool("llama-server"), "-m", model, "--mmproj", mmproj, "--host", "127.0.0.1",
+         "--port", str(port), "-c", "2048", "--threads", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", process=server)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            data=json.dumps({"messages": [{"role": "user", "content": question}],
+                             "max_tokens": max_tokens, "temperature": 0}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.load(response)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def write_test_image(path: Path, size: tuple[int, int] = (320, 240)) -> Path:
+    """A small picture with shapes and colours (PIL ships with transformers' dependencies)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", size, (135, 190, 235))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([0, size[1] * 2 // 3, size[0], size[1]], fill=(60, 140, 60))
+    draw.ellipse([size[0] // 10, size[1] // 10, size[0] // 4, size[1] // 4 + size[0] // 8], fill=(250, 210, 40))
+    draw.rectangle([size[0] // 2, size[1] // 3, size[0] * 3 // 4, size[1] * 2 // 3], fill=(200, 40, 40))
+    image.save(path)
+    return path

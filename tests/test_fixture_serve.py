@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import urllib.request
-
 import pytest
 from gguf import GGUFReader
 
-from tests.conftest import free_port, wait_for_http
+from tests.conftest import chat_with_llama_server
 
 pytestmark = pytest.mark.slow
 
@@ -45,28 +41,7 @@ def test_converted_files_read_back(converted_256m):
 
 def test_llama_server_answers_paris(toolchain, converted_256m):
     text, mmproj = converted_256m
-    port = free_port()
-    server = subprocess.Popen(
-        [toolchain.tool("llama-server"), "-m", text, "--mmproj", mmproj, "--host", "127.0.0.1",
-         "--port", str(port), "-c", "2048", "--threads", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/health")
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/chat/completions",
-            data=json.dumps({
-                "messages": [{"role": "user", "content": "What is the capital of France?"}],
-                "max_tokens": 48, "temperature": 0,
-            }).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=120) as response:
-            answer = json.load(response)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    content = answer["choices"][0]["message"]["content"]
-    assert "Paris" in content
+    answer = chat_with_llama_server(toolchain, text, mmproj, "What is the capital of France?")
+    assert "Paris" in answer["choices"][0]["message"]["content"]
     # The fixture's <end_of_utterance> is SmolLM2's end-of-turn row, so the answer stops by itself.
     assert answer["choices"][0]["finish_reason"] == "stop"

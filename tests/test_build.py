@@ -1,0 +1,150 @@
+"""`smolconv build` end to end on the 256m fixture: real converter, real llama-quantize, real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from gguf import GGUFReader
+
+from smolconv.hashing import sha256_file
+from smolconv.pipeline import BuildOptions, build
+from tests.conftest import chat_with_llama_server, run_cli, write_test_image
+
+pytestmark = pytest.mark.slow
+NAME = "smolvlm2-256m"
+VARIANTS = ("F16", "Q4_K_M", "Q5_K_M", "Q8_0")
+
+
+@pytest.fixture(scope="module")
+def built_256m(toolchain, fixture_256m, tmp_path_factory):
+    out = tmp_path_factory.mktemp("build") / "out"
+    result = build(BuildOptions(model=str(fixture_256m), out_dir=out), toolchain)
+    return result
+
+
+def _model(out: Path, variant: str) -> Path:
+    return out / f"{NAME}-{variant}.gguf"
+
+
+def test_build_writes_every_variant_and_a_manifest(built_256m, fixture_256m):
+    out = built_256m.out_dir
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert names == sorted([*(f"{NAME}-{v}.gguf" for v in VARIANTS), f"mmproj-{NAME}-f16.gguf", "build.json"])
+    manifest = json.loads((out / "build.json").read_text())
+    assert manifest["llama_cpp"]["commit"] == "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
+    assert manifest["source"]["files"]["model.safetensors"] == sha256_file(fixture_256m / "model.safetensors")
+    for name, record in manifest["outputs"].items():
+        assert record["sha256"] == sha256_file(out / name)
+        assert record["size"] == (out / name).stat().st_size
+    assert manifest["outputs"][f"{NAME}-Q4_K_M.gguf"]["params"]["type"] == "Q4_K_M"
+    assert set(manifest["steps"]) == {"convert", "quantize:Q4_K_M", "quantize:Q5_K_M", "quantize:Q8_0"}
+
+
+def test_report_says_most_of_q4_k_m_is_q5_0(built_256m):
+    reports = {r.qtype: r for r in built_256m.quantized.reports}
+    q4 = reports["Q4_K_M"]
+    reader = GGUFReader(q4.path)
+    assert q4.tensor_types == dict(__import__("collections").Counter(t.tensor_type.name for t in reader.tensors))
+    assert q4.dominant_type() == "Q5_0"
+    assert q4.n_fallbacks > 150 and q4.log_fallbacks > 150
+    assert 'Most of this "Q4_K_M" is Q5_0' in q4.plain_summary()
+    assert reports["Q5_K_M"].dominant_type() == "Q5_1"
+    assert reports["Q8_0"].n_fallbacks == 0 and reports["Q8_0"].dominant_type() == "Q8_0"
+    assert q4.bits_per_weight < reports["Q5_K_M"].bits_per_weight < reports["Q8_0"].bits_per_weight
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_answers_paris(toolchain, built_256m, variant):
+    out = built_256m.out_dir
+    answer = chat_with_llama_server(toolchain, _model(out, variant), out / f"mmproj-{NAME}-f16.gguf",
+                                    "What is the capital of France?")
+    assert "Paris" in answer["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_takes_an_image_in_mtmd_cli(toolchain, built_256m, variant, tmp_path):
+    out = built_256m.out_dir
+    image = write_test_image(tmp_path / "scene.png")
+    result = subprocess.run(
+        [toolchain.tool("llama-mtmd-cli"), "-m", _model(out, variant), "--mmproj", out / f"mmproj-{NAME}-f16.gguf",
+         "--image", image, "-p", "Describe this image.", "-n", "8", "--temp", "0", "-t", "2"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    # mtmd reports encoding the image slices; with a random vision tower the words are meaningless.
+    assert "image slice encoded" in result.stderr or "encoding image" in result.stderr
+
+
+def test_text_gguf_is_byte_identical_to_the_converter_run_by_hand(toolchain, built_256m, fixture_256m, tmp_path):
+    by_hand = tmp_path / "by-hand.gguf"
+    subprocess.run([sys.executable, toolchain.converter, str(fixture_256m), "--outfile", str(by_hand),
+                    "--outtype", "f16"], cwd=toolchain.root, check=True, capture_output=True)
+    assert sha256_file(by_hand) == sha256_file(_model(built_256m.out_dir, "F16"))
+
+
+def test_rerun_with_nothing_changed_redoes_nothing(toolchain, built_256m, fixture_256m):
+    out = built_256m.out_dir
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.gguf")}
+    again = build(BuildOptions(model=str(fixture_256m), out_dir=out), toolchain)
+    assert again.converted.skipped
+    assert all(r.skipped for r in again.quantized.reports)
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.gguf")} == mtimes
+    assert [r.to_dict()["summary"] for r in again.quantized.reports] == \
+        [r.to_dict()["summary"] for r in built_256m.quantized.reports]
+
+
+def test_changed_parameters_redo_only_what_they_touch(toolchain, built_256m, fixture_256m):
+    out = built_256m.out_dir
+    f16_mtime = _model(out, "F16").stat().st_mtime_ns
+    result = build(BuildOptions(model=str(fixture_256m), out_dir=out, types=("Q8_0", "Q4_0")), toolchain)
+    assert result.converted.skipped
+    assert [(r.qtype, r.skipped) for r in result.quantized.reports] == [("Q8_0", True), ("Q4_0", False)]
+    assert _model(out, "F16").stat().st_mtime_ns == f16_mtime
+    _model(out, "Q4_0").unlink()
+
+
+def test_killed_build_leaves_no_final_partial_file_and_the_next_run_completes(toolchain, fixture_tiny, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "smolconv", "build", str(fixture_tiny), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(out.glob(".*.partial")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # smolconv and the converter it runs, mid-write
+    proc.wait()
+    finals = [p for p in out.glob("*.gguf")]
+    manifest = json.loads((out / "build.json").read_text()) if (out / "build.json").exists() else {"outputs": {}}
+    for path in finals:  # anything under a final name is complete and recorded
+        assert manifest["outputs"][path.name]["sha256"] == sha256_file(path)
+    result = run_cli("build", str(fixture_tiny), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.glob("*.gguf")) == sorted(
+        [f"{fixture_tiny.name}-{v}.gguf" for v in VARIANTS] + [f"mmproj-{fixture_tiny.name}-f16.gguf"])
+
+
+def test_tiny_shape_takes_k_quants_without_fallback(toolchain, fixture_tiny, tmp_path):
+    result = build(BuildOptions(model=str(fixture_tiny), out_dir=tmp_path / "out", types=("Q4_K_M",)), toolchain)
+    report = result.quantized.reports[0]
+    assert report.n_fallbacks == 0 and report.log_fallbacks == 0
+    assert report.dominant_type() == "Q4_K"
+
+
+def test_imatrix_from_text_and_quantized_projector(toolchain, fixture_tiny, tmp_path):
+    out = tmp_path / "out"
+    text = Path(__file__).parent / "data" / "calibration.txt"
+    result = build(BuildOptions(model=str(fixture_tiny), out_dir=out, types=("Q4_K_M",), imatrix_text=text,
+                                mmproj_type="Q8_0"), toolchain)
+    assert result.quantized.imatrix == out / "imatrix.gguf"
+    assert GGUFReader(out / "imatrix.gguf").fields  # a real GGUF imatrix
+    manifest = json.loads((out / "build.json").read_text())
+    assert manifest["steps"]["quantize:Q4_K_M"]["params"]["imatrix"] == "imatrix.gguf"
+    projector = GGUFReader(result.quantized.mmproj)
+    assert projector.fields["general.type"].contents() == "mmproj"
+    assert "Q8_0" in {t.tensor_type.name for t in projector.tensors}
