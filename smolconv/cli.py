@@ -38,6 +38,17 @@ def _fail(exc: SmolconvError) -> typer.Exit:
     return typer.Exit(exc.exit_code)
 
 
+def _progress_bar():
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                   console=err_console, transient=True)
+    task = bar.add_task("starting", total=None)
+
+    def progress(stage: str, fraction: float | None) -> None:
+        bar.update(task, description=stage, total=None if fraction is None else 1.0, completed=fraction or 0)
+
+    return bar, progress
+
+
 def _version(value: bool) -> None:
     if value:
         console.print(f"smolconv {__version__}")
@@ -69,14 +80,8 @@ def setup(
             toolchain = user_toolchain(llama_cpp)
             console.print(f"using your llama.cpp at {toolchain.root}: build {toolchain.version()}")
             return
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                      console=err_console, transient=True) as bar:
-            task = bar.add_task("checking the toolchain", total=None)
-
-            def progress(stage: str, fraction: float | None) -> None:
-                bar.update(task, description=stage, total=None if fraction is None else 1.0,
-                           completed=fraction or 0)
-
+        bar, progress = _progress_bar()
+        with bar:
             report = setup_toolchain(SetupOptions(cuda=cuda, cuda_arch=cuda_arch, jobs=jobs, rebuild=rebuild,
                                                   sdist=sdist), progress)
     except SmolconvError as exc:
@@ -148,17 +153,6 @@ ImatrixTextOption = Annotated[Path | None, typer.Option(
 MmprojTypeOption = Annotated[str | None, typer.Option(
     "--mmproj-type", help="Also quantize the vision projector (e.g. Q8_0); the f16 projector stays the default.")]
 ThreadsOption = Annotated[int | None, typer.Option("--threads", help="Threads for llama-quantize.")]
-
-
-def _progress_bar():
-    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                   console=err_console, transient=True)
-    task = bar.add_task("starting", total=None)
-
-    def progress(stage: str, fraction: float | None) -> None:
-        bar.update(task, description=stage, total=None if fraction is None else 1.0, completed=fraction or 0)
-
-    return bar, progress
 
 
 def _print_quant_reports(result) -> None:

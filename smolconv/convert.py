@@ -19,15 +19,11 @@ from smolconv.checkpoint import CheckpointInfo, inspect_checkpoint
 from smolconv.errors import SmolconvError
 from smolconv.fsutil import ensure_writable_dir, partial_path, publish
 from smolconv.manifest import Manifest
+from smolconv.progress import ProgressFn, no_progress
 from smolconv.toolchain import Toolchain
 
 OUTTYPES = ("f16", "bf16", "f32", "q8_0")
 
-ProgressFn = Callable[[str, float | None], None]
-
-
-def _no_progress(_stage: str, _fraction: float | None) -> None:
-    pass
 
 
 @dataclass
@@ -53,7 +49,7 @@ def output_names(name: str, outtype: str) -> tuple[str, str]:
     return f"{name}-{outtype.upper()}.gguf", f"mmproj-{name}-{projector_suffix}.gguf"
 
 
-def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn = _no_progress,
+def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn = no_progress,
             source: dict | None = None) -> ConvertResult:
     outtype = options.outtype.lower()
     if outtype not in OUTTYPES:

@@ -5,14 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smolconv.convert import ConvertOptions, ConvertResult, ProgressFn, convert
+from smolconv.convert import ConvertOptions, ConvertResult, convert
+from smolconv.progress import ProgressFn, no_progress
 from smolconv.pull import PullOptions, Source, pull
 from smolconv.quantize import DEFAULT_TYPES, QuantizeOptions, QuantizeResult, check_request, quantize
 from smolconv.toolchain import Toolchain
-
-
-def _no_progress(_stage: str, _fraction: float | None) -> None:
-    pass
 
 
 @dataclass
@@ -38,7 +35,7 @@ class BuildResult:
     quantized: QuantizeResult = field(default_factory=QuantizeResult)
 
 
-def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = _no_progress) -> BuildResult:
+def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no_progress) -> BuildResult:
     quantize_options = QuantizeOptions(out_dir=Path("."), types=options.types, imatrix=options.imatrix,
                                        imatrix_text=options.imatrix_text, mmproj_type=options.mmproj_type,
                                        threads=options.threads, force=options.force)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -21,6 +20,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 from smolconv.errors import SmolconvError
 from smolconv.fsutil import partial_path, publish
 from smolconv.manifest import Manifest
+from smolconv.progress import ProgressFn, no_progress
 from smolconv.runner import run_tool
 from smolconv.toolchain import Toolchain
 
@@ -30,11 +30,6 @@ NEEDS_IMATRIX = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "Q2_
 FLOAT_TYPES = {"F32", "F16", "BF16"}
 IMATRIX_NAME = "imatrix.gguf"
 
-ProgressFn = Callable[[str, float | None], None]
-
-
-def _no_progress(_stage: str, _fraction: float | None) -> None:
-    pass
 
 
 @dataclass
@@ -194,7 +189,7 @@ _LOG_FALLBACK = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback quanti
 # Running llama-quantize
 
 
-def quantize(options: QuantizeOptions, toolchain: Toolchain, progress: ProgressFn = _no_progress) -> QuantizeResult:
+def quantize(options: QuantizeOptions, toolchain: Toolchain, progress: ProgressFn = no_progress) -> QuantizeResult:
     out_dir = Path(options.out_dir)
     manifest = Manifest.load(out_dir)
     convert_step = manifest.data["steps"].get("convert")

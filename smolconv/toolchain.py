@@ -33,6 +33,7 @@ from filelock import FileLock
 
 from smolconv.errors import SmolconvError
 from smolconv.hashing import sha256_file
+from smolconv.progress import ProgressFn, no_progress
 from smolconv.runner import ToolResult, run_tool
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
@@ -280,14 +281,9 @@ class SetupReport:
     seconds: float = 0.0
 
 
-ProgressFn = Callable[[str, float | None], None]  # (stage description, fraction done or None)
 
 
-def _no_progress(_stage: str, _fraction: float | None) -> None:
-    pass
-
-
-def setup_toolchain(options: SetupOptions, progress: ProgressFn = _no_progress) -> SetupReport:
+def setup_toolchain(options: SetupOptions, progress: ProgressFn = no_progress) -> SetupReport:
     """Build (or reuse) the pinned llama.cpp toolchain. Safe to run twice, or twice at once."""
     import time
 

@@ -7,7 +7,7 @@ from tests.conftest import run_cli
 def test_help_lists_every_built_stage():
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("setup", "doctor", "synth"):
+    for command in ("setup", "doctor", "synth", "pull", "convert", "quantize", "build"):
         assert command in result.stdout
 
 
