@@ -29,6 +29,8 @@ DEFAULT_TYPES = ("Q4_K_M", "Q5_K_M", "Q8_0")
 NEEDS_IMATRIX = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "Q2_K_S"}
 FLOAT_TYPES = {"F32", "F16", "BF16"}
 IMATRIX_NAME = "imatrix.gguf"
+# llama-imatrix needs at least two chunks of this many tokens; 256 keeps short calibration texts usable.
+IMATRIX_CONTEXT = 256
 
 
 
@@ -297,12 +299,12 @@ def _compute_imatrix(manifest: Manifest, toolchain: Toolchain, model: Path, text
     tmp = partial_path(target)
     started = time.monotonic()
     args = [toolchain.tool("llama-imatrix"), "-m", model, "-f", text, "-o", tmp, "--output-format", "gguf",
-            "-c", "512", "--no-ppl"]
+            "-c", str(IMATRIX_CONTEXT), "--no-ppl"]
     if options.threads:
         args += ["-t", str(options.threads)]
     try:
         run_tool(args, what="computing the importance matrix",
-                 fix="give --imatrix-text a longer text (at least 512 tokens)")
+                 fix=f"give --imatrix-text a longer text (at least {2 * IMATRIX_CONTEXT} tokens)")
         if not tmp.is_file():
             raise SmolconvError("llama-imatrix wrote no file", "give --imatrix-text a longer text")
     except BaseException:

@@ -63,7 +63,7 @@ def wait_for_http(url: str, timeout: float = 120, process: subprocess.Popen | No
 
 
 def chat_with_llama_server(toolchain: Toolchain, model: Path, mmproj: Path, question: str,
-                           max_tokens: int = 48) -> dict:
+                           max_tokens: int = 48, **request: object) -> dict:
     """Serve `model` + `mmproj` with the real llama-server on loopback and ask one question."""
     import json
     import urllib.request
@@ -79,7 +79,7 @@ def chat_with_llama_server(toolchain: Toolchain, model: Path, mmproj: Path, ques
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/v1/chat/completions",
             data=json.dumps({"messages": [{"role": "user", "content": question}],
-                             "max_tokens": max_tokens, "temperature": 0}).encode(),
+                             "max_tokens": max_tokens, "temperature": 0, **request}).encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=120) as response:
