@@ -83,8 +83,9 @@ def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn 
             raise
         publish(tmp, final)
     seconds = time.monotonic() - started
-    if source:
-        manifest.data["source"] = {**source, "files": inputs}
+    record = source or {"model": str(options.checkpoint), "repo_id": None, "revision": None,
+                        "path": str(Path(options.checkpoint).resolve())}
+    manifest.data["source"] = {**record, "files": inputs}
     manifest.data["llama_cpp"] = toolchain.describe()
     manifest.record_step("convert", key, params, inputs, [text_path, mmproj_path], seconds)
     manifest.save()

@@ -167,3 +167,11 @@ def test_imatrix_from_text_and_quantized_projector(toolchain, fixture_tiny, tmp_
     projector = GGUFReader(result.quantized.mmproj)
     assert projector.fields["general.type"].contents() == "mmproj"
     assert "Q8_0" in {t.tensor_type.name for t in projector.tensors}
+
+
+def test_convert_alone_records_its_source(toolchain, fixture_tiny, tmp_path):
+    result = run_cli("convert", str(fixture_tiny), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    source = json.loads((tmp_path / "out" / "build.json").read_text())["source"]
+    assert source["path"] == str(fixture_tiny.resolve())
+    assert source["files"]["config.json"] == sha256_file(fixture_tiny / "config.json")
