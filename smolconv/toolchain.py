@@ -152,6 +152,8 @@ class Toolchain:
         on_line: Callable[[str], None] | None = None,
     ) -> ToolResult:
         """Run this tree's convert_hf_to_gguf.py, which imports the gguf-py beside it (not the installed one)."""
+        # The converter runs from its own tree (cwd), so relative paths must be made absolute first.
+        model_dir, outfile = Path(model_dir).resolve(), Path(outfile).resolve()
         args = [sys.executable, self.converter, str(model_dir), "--outfile", str(outfile), "--outtype", outtype]
         if mmproj:
             args.append("--mmproj")
@@ -159,7 +161,7 @@ class Toolchain:
         return run_tool(
             args,
             what=f"converting {model_dir} to GGUF" + (" (vision projector)" if mmproj else ""),
-            fix="check the checkpoint with `smolconv doctor` and the converter output above",
+            fix="the converter's last lines are quoted here; fix the checkpoint they name, or report them",
             cwd=self.root,
             on_line=on_line,
         )

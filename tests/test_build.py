@@ -175,3 +175,14 @@ def test_convert_alone_records_its_source(toolchain, fixture_tiny, tmp_path):
     source = json.loads((tmp_path / "out" / "build.json").read_text())["source"]
     assert source["path"] == str(fixture_tiny.resolve())
     assert source["files"]["config.json"] == sha256_file(fixture_tiny / "config.json")
+
+
+def test_relative_paths_work_from_any_directory(toolchain, fixture_tiny, tmp_path):
+    # The converter runs from its own tree; paths a user types relative to their shell must still work.
+    import shutil
+
+    shutil.copytree(fixture_tiny, tmp_path / "ckpt")
+    result = run_cli("build", "ckpt", "--out", "built", "--type", "Q8_0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "built" / "ckpt-F16.gguf").is_file()
+    assert (tmp_path / "built" / "ckpt-Q8_0.gguf").is_file()
