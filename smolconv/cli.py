@@ -155,6 +155,19 @@ MmprojTypeOption = Annotated[str | None, typer.Option(
 ThreadsOption = Annotated[int | None, typer.Option("--threads", help="Threads for llama-quantize.")]
 
 
+def _run_stage(llama_cpp: str | None, stage):
+    """Find the toolchain and run `stage(toolchain, progress)` under a progress bar; errors become one line."""
+    from smolconv.toolchain import find_toolchain
+
+    try:
+        toolchain = find_toolchain(llama_cpp)
+        bar, progress = _progress_bar()
+        with bar:
+            return stage(toolchain, progress)
+    except SmolconvError as exc:
+        raise _fail(exc) from None
+
+
 def _print_quant_reports(result) -> None:
     if not result.reports:
         return
@@ -200,17 +213,9 @@ def convert(
     """Convert a checkpoint to a text GGUF and a vision projector (mmproj) GGUF, checked after writing."""
     from smolconv.convert import ConvertOptions
     from smolconv.convert import convert as convert_stage
-    from smolconv.toolchain import find_toolchain
 
-    try:
-        toolchain = find_toolchain(llama_cpp)
-        out_dir = out or Path("out") / checkpoint.resolve().name
-        bar, progress = _progress_bar()
-        with bar:
-            result = convert_stage(ConvertOptions(checkpoint, out_dir, outtype=outtype, force=force), toolchain,
-                                   progress)
-    except SmolconvError as exc:
-        raise _fail(exc) from None
+    options = ConvertOptions(checkpoint, out or Path("out") / checkpoint.resolve().name, outtype=outtype, force=force)
+    result = _run_stage(llama_cpp, lambda toolchain, progress: convert_stage(options, toolchain, progress))
     verb = "up to date" if result.skipped else f"written in {result.seconds:.1f} s"
     console.print(f"{result.model}\n{result.mmproj}\n{verb}", soft_wrap=True, highlight=False)
 
@@ -229,16 +234,9 @@ def quantize(
     """Quantize the converted model with llama-quantize and report what each file really holds."""
     from smolconv.quantize import DEFAULT_TYPES, QuantizeOptions
     from smolconv.quantize import quantize as quantize_stage
-    from smolconv.toolchain import find_toolchain
 
-    try:
-        toolchain = find_toolchain(llama_cpp)
-        bar, progress = _progress_bar()
-        with bar:
-            result = quantize_stage(QuantizeOptions(out, tuple(types or DEFAULT_TYPES), imatrix, imatrix_text,
-                                                    mmproj_type, threads, force), toolchain, progress)
-    except SmolconvError as exc:
-        raise _fail(exc) from None
+    options = QuantizeOptions(out, tuple(types or DEFAULT_TYPES), imatrix, imatrix_text, mmproj_type, threads, force)
+    result = _run_stage(llama_cpp, lambda toolchain, progress: quantize_stage(options, toolchain, progress))
     _print_quant_reports(result)
 
 
@@ -261,18 +259,12 @@ def build(
     from smolconv.pipeline import BuildOptions
     from smolconv.pipeline import build as build_pipeline
     from smolconv.quantize import DEFAULT_TYPES
-    from smolconv.toolchain import find_toolchain
 
-    try:
-        toolchain = find_toolchain(llama_cpp)
-        bar, progress = _progress_bar()
-        with bar:
-            result = build_pipeline(BuildOptions(
-                model=model, out_dir=out, revision=revision, outtype=outtype, types=tuple(types or DEFAULT_TYPES),
-                imatrix=imatrix, imatrix_text=imatrix_text, mmproj_type=mmproj_type, threads=threads, force=force,
-                local_files_only=offline), toolchain, progress)
-    except SmolconvError as exc:
-        raise _fail(exc) from None
+    options = BuildOptions(
+        model=model, out_dir=out, revision=revision, outtype=outtype, types=tuple(types or DEFAULT_TYPES),
+        imatrix=imatrix, imatrix_text=imatrix_text, mmproj_type=mmproj_type, threads=threads, force=force,
+        local_files_only=offline)
+    result = _run_stage(llama_cpp, lambda toolchain, progress: build_pipeline(options, toolchain, progress))
     converted = "reused" if result.converted.skipped else f"converted in {result.converted.seconds:.1f} s"
     console.print(f"{result.converted.model.name} + {result.converted.mmproj.name}: {converted}",
                   soft_wrap=True, highlight=False)
