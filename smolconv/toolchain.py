@@ -24,6 +24,7 @@ import shutil
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,12 +284,8 @@ class SetupReport:
     seconds: float = 0.0
 
 
-
-
 def setup_toolchain(options: SetupOptions, progress: ProgressFn = no_progress) -> SetupReport:
     """Build (or reuse) the pinned llama.cpp toolchain. Safe to run twice, or twice at once."""
-    import time
-
     started = time.monotonic()
     backend = backend_name(options.cuda, options.cuda_arch)
     if not options.rebuild:
