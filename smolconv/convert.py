@@ -17,13 +17,13 @@ from gguf import GGUFReader
 
 from smolconv.checkpoint import CheckpointInfo, inspect_checkpoint
 from smolconv.errors import SmolconvError
-from smolconv.fsutil import ensure_writable_dir, partial_path, publish
+from smolconv.fsutil import ensure_writable_dir, staged_file
 from smolconv.manifest import Manifest
 from smolconv.progress import ProgressFn, no_progress
+from smolconv.pull import Source
 from smolconv.toolchain import Toolchain
 
 OUTTYPES = ("f16", "bf16", "f32", "q8_0")
-
 
 
 @dataclass
@@ -50,7 +50,7 @@ def output_names(name: str, outtype: str) -> tuple[str, str]:
 
 
 def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn = no_progress,
-            source: dict | None = None) -> ConvertResult:
+            source: Source | None = None) -> ConvertResult:
     outtype = options.outtype.lower()
     if outtype not in OUTTYPES:
         raise SmolconvError(f"unknown --outtype {options.outtype}", f"choose one of {', '.join(OUTTYPES)}")
@@ -65,27 +65,21 @@ def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn 
     inputs = {p.name: manifest.sha256(p) for p in info.input_files()}
     params = {"outtype": outtype, "name": name, "llama_cpp": toolchain.identity()}
     key = manifest.step_key(inputs, params)
-    if not options.force and manifest.is_current("convert", key, out_dir):
+    if manifest.up_to_date("convert", key, [text_path, mmproj_path], force=options.force):
         manifest.save()  # keeps the refreshed hash cache
         return ConvertResult(text_path, mmproj_path, skipped=True, seconds=0.0)
-    manifest.refuse_to_clobber([text_path, mmproj_path], force=options.force)
 
     started = time.monotonic()
     for final, mmproj in ((text_path, False), (mmproj_path, True)):
-        tmp = partial_path(final)
         label = "vision projector" if mmproj else "text model"
-        try:
+        with staged_file(final) as tmp:
             toolchain.run_converter(info.path, tmp, outtype=outtype, mmproj=mmproj,
                                     on_line=_converter_progress(f"converting the {label}", progress))
             (verify_mmproj if mmproj else verify_text_model)(tmp, info)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        publish(tmp, final)
     seconds = time.monotonic() - started
-    record = source or {"model": str(options.checkpoint), "repo_id": None, "revision": None,
-                        "path": str(Path(options.checkpoint).resolve())}
-    manifest.data["source"] = {**record, "files": inputs}
+    source = source or Source(path=Path(options.checkpoint), repo_id=None, revision=None,
+                              model=str(options.checkpoint))
+    manifest.data["source"] = {**source.to_record(), "files": inputs}
     manifest.data["llama_cpp"] = toolchain.describe()
     manifest.record_step("convert", key, params, inputs, [text_path, mmproj_path], seconds)
     manifest.save()

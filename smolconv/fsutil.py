@@ -56,6 +56,17 @@ def partial_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.partial")
 
 
-def publish(tmp: Path, final: Path) -> None:
-    """Give a complete file its final name in one atomic rename."""
+@contextlib.contextmanager
+def staged_file(final: Path) -> Iterator[Path]:
+    """Yield the hidden name to write `final` under; rename it into place only if the block succeeds.
+
+    Whatever goes wrong inside the block (a tool failing, a check failing, Ctrl-C), the partial file is
+    removed and nothing appears under the final name.
+    """
+    tmp = partial_path(final)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, final)

@@ -58,14 +58,21 @@ class Manifest:
         self.data["hash_cache"][key] = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         return digest
 
-    def refuse_to_clobber(self, paths: list[Path], *, force: bool) -> None:
-        """A file this build did not write is the user's: replacing it needs --force."""
+    def up_to_date(self, step: str, key: str, targets: list[Path], *, force: bool) -> bool:
+        """True when `step` can be skipped. Otherwise it will run: check that it overwrites nothing of the user's.
+
+        --force redoes every step; an output this build wrote before is regenerated when stale; a file this
+        build did not write is the user's, and replacing it needs --force.
+        """
         if force:
-            return
-        for path in paths:
+            return False
+        if self.is_current(step, key, targets[0].parent):
+            return True
+        for path in targets:
             if path.exists() and path.name not in self.data["outputs"]:
                 raise SmolconvError(f"{path} already exists and was not written by this build",
                                     "pass --force to replace it, or choose another --out")
+        return False
 
     # -- steps -----------------------------------------------------------------------------------------
 

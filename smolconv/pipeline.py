@@ -43,12 +43,10 @@ def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no
     progress(f"pulling {options.model}", None)
     source = pull(PullOptions(options.model, revision=options.revision, local_files_only=options.local_files_only))
     out_dir = Path(options.out_dir) if options.out_dir else Path("out") / source.name
-    source_record = {"model": options.model, "repo_id": source.repo_id, "revision": source.revision,
-                     "requested_revision": source.requested_revision, "path": str(source.path.resolve())}
     converted = convert(
         ConvertOptions(checkpoint=source.path, out_dir=out_dir, outtype=options.outtype, name=source.name,
                        force=options.force),
-        toolchain, progress, source=source_record,
+        toolchain, progress, source=source,
     )
     quantize_options.out_dir = out_dir
     quantized = quantize(quantize_options, toolchain, progress)

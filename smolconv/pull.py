@@ -31,6 +31,12 @@ class Source:
     repo_id: str | None    # None for a local directory
     revision: str | None   # the commit the snapshot resolved to
     requested_revision: str | None = None
+    model: str = ""        # what the user asked for: alias, Hub id or directory
+
+    def to_record(self) -> dict:
+        """The `source` entry of build.json (the file hashes are added by convert)."""
+        return {"model": self.model, "repo_id": self.repo_id, "revision": self.revision,
+                "requested_revision": self.requested_revision, "path": str(self.path.resolve())}
 
     @property
     def name(self) -> str:
@@ -56,7 +62,7 @@ def resolve_model(model: str) -> tuple[str | None, Path | None]:
 def pull(options: PullOptions) -> Source:
     repo_id, local = resolve_model(options.model)
     if local is not None:
-        return Source(path=local, repo_id=None, revision=None)
+        return Source(path=local, repo_id=None, revision=None, model=options.model)
     return _snapshot(repo_id, options)
 
 
@@ -103,4 +109,5 @@ def _snapshot(repo_id: str, options: PullOptions) -> Source:
                             "check the network and disk space, then run the same command again: it resumes") from None
     # snapshot_download returns <cache>/models--owner--name/snapshots/<commit>.
     commit = path.name if len(path.name) == 40 else None
-    return Source(path=path, repo_id=repo_id, revision=commit, requested_revision=options.revision)
+    return Source(path=path, repo_id=repo_id, revision=commit, requested_revision=options.revision,
+                  model=options.model)

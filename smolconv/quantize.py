@@ -18,7 +18,7 @@ from pathlib import Path
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 
 from smolconv.errors import SmolconvError
-from smolconv.fsutil import partial_path, publish
+from smolconv.fsutil import staged_file
 from smolconv.manifest import Manifest
 from smolconv.progress import ProgressFn, no_progress
 from smolconv.runner import run_tool
@@ -245,37 +245,30 @@ def _quantize_one(manifest: Manifest, toolchain: Toolchain, source: Path, target
                   imatrix: Path | None, options: QuantizeOptions, progress: ProgressFn,
                   step_prefix: str = "quantize") -> QuantReport:
     step = f"{step_prefix}:{qtype}"
-    out_dir = target.parent
     inputs = {source.name: manifest.sha256(source)}
     if imatrix:
         inputs[imatrix.name] = manifest.sha256(imatrix)
     params = {"type": qtype, "imatrix": imatrix.name if imatrix else None, "llama_cpp": toolchain.identity()}
     key = manifest.step_key(inputs, params)
-    if not options.force and manifest.is_current(step, key, out_dir):
+    if manifest.up_to_date(step, key, [target], force=options.force):
         # The file is unchanged (same sha256), so the report stored with it still holds; reading the
         # GGUF again would cost seconds of parsing the vocabulary.
         report = QuantReport.from_dict(manifest.data["steps"][step]["report"], target)
         report.skipped = True
         return report
-    manifest.refuse_to_clobber([target], force=options.force)
 
     progress(f"quantizing to {qtype}", None)
-    tmp = partial_path(target)
-    args = [toolchain.tool("llama-quantize")]
-    if imatrix:
-        args += ["--imatrix", imatrix]
-    args += [source, tmp, qtype]
-    if options.threads:
-        args.append(str(options.threads))
     started = time.monotonic()
-    try:
+    with staged_file(target) as tmp:
+        args = [toolchain.tool("llama-quantize")]
+        if imatrix:
+            args += ["--imatrix", imatrix]
+        args += [source, tmp, qtype]
+        if options.threads:
+            args.append(str(options.threads))
         output = run_tool(args, what=f"quantizing {source.name} to {qtype}",
-                          fix="check the type name and free disk space", on_line=None).output
+                          fix="check the type name and free disk space").output
         report = tensor_report(tmp, qtype)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    publish(tmp, target)
     report.path = target
     report.seconds = time.monotonic() - started
     match = _LOG_FALLBACK.search(output)
@@ -292,25 +285,19 @@ def _compute_imatrix(manifest: Manifest, toolchain: Toolchain, model: Path, text
     inputs = {model.name: manifest.sha256(model), text.name: manifest.sha256(text)}
     params = {"llama_cpp": toolchain.identity()}
     key = manifest.step_key(inputs, params)
-    if not options.force and manifest.is_current("imatrix", key, out_dir):
+    if manifest.up_to_date("imatrix", key, [target], force=options.force):
         return target
-    manifest.refuse_to_clobber([target], force=options.force)
     progress("computing the importance matrix with llama-imatrix", None)
-    tmp = partial_path(target)
     started = time.monotonic()
-    args = [toolchain.tool("llama-imatrix"), "-m", model, "-f", text, "-o", tmp, "--output-format", "gguf",
-            "-c", str(IMATRIX_CONTEXT), "--no-ppl"]
-    if options.threads:
-        args += ["-t", str(options.threads)]
-    try:
+    with staged_file(target) as tmp:
+        args = [toolchain.tool("llama-imatrix"), "-m", model, "-f", text, "-o", tmp, "--output-format", "gguf",
+                "-c", str(IMATRIX_CONTEXT), "--no-ppl"]
+        if options.threads:
+            args += ["-t", str(options.threads)]
         run_tool(args, what="computing the importance matrix",
                  fix=f"give --imatrix-text a longer text (at least {2 * IMATRIX_CONTEXT} tokens)")
         if not tmp.is_file():
             raise SmolconvError("llama-imatrix wrote no file", "give --imatrix-text a longer text")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    publish(tmp, target)
     manifest.record_step("imatrix", key, params, inputs, [target], time.monotonic() - started)
     manifest.save()
     return target
