@@ -5,6 +5,7 @@ No pipeline logic lives here; every command is a thin wrapper over a function us
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +24,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# Rich wraps at 80 columns when output is not a terminal (CI logs, pipes); tables need a little more.
+console = Console() if sys.stdout.isatty() else Console(width=120)
 err_console = Console(stderr=True)
 
 LlamaCppOption = Annotated[
@@ -270,3 +272,112 @@ def build(
                   soft_wrap=True, highlight=False)
     _print_quant_reports(result.quantized)
     console.print(f"build record: {result.out_dir / 'build.json'}", soft_wrap=True, highlight=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# plan
+
+VramOption = Annotated[str, typer.Option("--vram", help="The GPU's memory: 8GiB for an RTX 4070.")]
+ReserveOption = Annotated[str, typer.Option("--reserve", help="VRAM left free for the desktop and other programs.")]
+KvTypeOption = Annotated[str, typer.Option("--kv-type", help="KV cache type: f16 or q8_0 (OLLAMA_KV_CACHE_TYPE).")]
+NumCtxOption = Annotated[int | None, typer.Option(
+    "--num-ctx", help="Plan this context only, offloading layers if needed (default: the largest that fits).")]
+
+
+def _plan_settings(vram: str, reserve: str, overhead: str, kv_type: str, num_ctx: int | None,
+                   max_ctx: int | None = None):
+    from smolconv.plan import PlanSettings, parse_size
+
+    return PlanSettings(vram=parse_size(vram), reserve=parse_size(reserve), overhead=parse_size(overhead),
+                        kv_type=kv_type.lower(), num_ctx=num_ctx, max_ctx=max_ctx)
+
+
+def _print_plans(plans, title: str) -> None:
+    from smolconv.plan import format_bytes
+
+    estimated = any(p.variant.estimated for p in plans)
+    table = Table(title=title, caption="weights estimated from the config dimensions" if estimated else None)
+    for column in ("variant", "files", "num_ctx", "num_gpu", "mmproj", "KV", "GPU total", "free", "img tokens"):
+        table.add_column(column, no_wrap=True)
+    for p in plans:
+        m, v = p.memory, p.variant
+        layers = v.text.n_layer + 1
+        table.add_row(
+            v.name,
+            format_bytes(v.text.weight_bytes + v.projector.weight_bytes),
+            str(p.num_ctx),
+            f"{p.num_gpu}/{layers}" if p.num_gpu == layers else f"[yellow]{p.num_gpu}/{layers}[/]",
+            "GPU" if m.projector_on_device else "[yellow]CPU[/]",
+            format_bytes(m.kv_cache),
+            format_bytes(m.total),
+            format_bytes(p.free),
+            str(v.projector.max_image_tokens),
+        )
+    console.print(table)
+    seen: set[str] = set()
+    for p in plans:
+        for note in p.notes:
+            shared = all(note in other.notes for other in plans)
+            if note not in seen:
+                console.print(note if shared else f"{p.variant.name}: {note}", highlight=False, soft_wrap=True)
+                seen.add(note)
+
+
+@app.command()
+def plan(
+    target: Annotated[str, typer.Argument(help="A build directory, or 256m / 500m / 2.2b (no download needed).")],
+    types: TypesOption = None,
+    vram: VramOption = "8GiB",
+    reserve: ReserveOption = "512MiB",
+    overhead: Annotated[str, typer.Option("--overhead", help="CUDA context and workspace.")] = "512MiB",
+    kv_type: KvTypeOption = "f16",
+    num_ctx: NumCtxOption = None,
+    max_ctx: Annotated[int | None, typer.Option("--max-ctx", help="Never plan a context above this.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable plan.")] = False,
+    measure: Annotated[bool, typer.Option(
+        "--measure", help="Also start llama-server on each built variant and compare its buffer sizes.")] = False,
+    llama_cpp: LlamaCppOption = None,
+) -> None:
+    """Fit each variant to the GPU: the largest num_ctx with every layer and the projector on it, else the offload."""
+    import json
+
+    from smolconv.plan import PlanOptions, format_bytes, measure_llama_server
+    from smolconv.plan import plan as plan_stage
+
+    try:
+        settings = _plan_settings(vram, reserve, overhead, kv_type, num_ctx, max_ctx)
+        plans = plan_stage(PlanOptions(target, tuple(types or ()), settings))
+        measured = {}
+        if measure:
+            from smolconv.toolchain import find_toolchain
+
+            toolchain = find_toolchain(llama_cpp)
+            with err_console.status("measuring with llama-server"):
+                for p in plans:
+                    measured[p.variant.name] = measure_llama_server(toolchain, p.variant, p.num_ctx, settings)
+    except SmolconvError as exc:
+        raise _fail(exc) from None
+    if json_out:
+        data = [p.to_dict() for p in plans]
+        for item in data:
+            if item["variant"] in measured:
+                item["measured_by_llama_server"] = vars(measured[item["variant"]])
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    _print_plans(plans, f"plan for {target} on a {format_bytes(settings.vram)} GPU "
+                        f"(reserve {format_bytes(settings.reserve)}, KV {settings.kv_type})")
+    if measured:
+        from smolconv.plan import estimate
+
+        table = Table(title="estimate vs llama-server (this toolchain's backend, everything on one device)")
+        for column in ("variant", "num_ctx", "weights est/real", "KV est/real", "total est/real"):
+            table.add_column(column)
+        for p in plans:
+            m = measured[p.variant.name]
+            e = estimate(p.variant, p.num_ctx, settings, cpu_backend=True)
+            table.add_row(p.variant.name, str(p.num_ctx),
+                          f"{format_bytes(e.weights + e.projector_weights)} / "
+                          f"{format_bytes(m.weights + m.projector_weights)}",
+                          f"{format_bytes(e.kv_cache)} / {format_bytes(m.kv_cache)}",
+                          f"{format_bytes(e.total)} / {format_bytes(m.total)}")
+        console.print(table)

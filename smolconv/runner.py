@@ -119,6 +119,39 @@ def run_tool(
     return result
 
 
+def run_until(
+    args: Sequence[str | os.PathLike],
+    *,
+    ready: Callable[[str], bool],
+    what: str,
+    fix: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300,
+) -> ToolResult:
+    """Run a long-lived program (llama-server) until one of its lines satisfies `ready`, then stop it.
+
+    For reading what a server reports at start-up (buffer sizes) without serving anything. A program that
+    exits before it is ready is a ToolFailed, like any other failure.
+    """
+    lines: list[str] = []
+
+    class _Ready(Exception):
+        pass
+
+    def on_line(line: str) -> None:
+        lines.append(line)
+        if ready(line):
+            raise _Ready
+
+    argv = tuple(str(a) for a in args)
+    try:
+        run_tool(argv, what=what, fix=fix, env=env, timeout=timeout, on_line=on_line, check=True)
+    except _Ready:
+        # run_tool has killed the program on the way out.
+        return ToolResult(argv, 0, "\n".join(lines))
+    raise ToolFailed(f"{what} failed: {_describe(argv)} exited before it was ready", fix)
+
+
 def command_line(args: Sequence[str | os.PathLike]) -> str:
     """A shell-quoted command a user can copy and run by hand."""
     return shlex.join(str(a) for a in args)
