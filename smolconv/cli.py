@@ -155,6 +155,15 @@ ImatrixTextOption = Annotated[Path | None, typer.Option(
 MmprojTypeOption = Annotated[str | None, typer.Option(
     "--mmproj-type", help="Also quantize the vision projector (e.g. Q8_0); the f16 projector stays the default.")]
 ThreadsOption = Annotated[int | None, typer.Option("--threads", help="Threads for llama-quantize.")]
+VramOption = Annotated[str, typer.Option("--vram", help="The GPU's memory: 8GiB for an RTX 4070.")]
+ReserveOption = Annotated[str, typer.Option("--reserve", help="VRAM left free for the desktop and other programs.")]
+KvTypeOption = Annotated[str, typer.Option("--kv-type", help="KV cache type: f16 or q8_0 (OLLAMA_KV_CACHE_TYPE).")]
+NumCtxOption = Annotated[int | None, typer.Option(
+    "--num-ctx", help="Plan this context only, offloading layers if needed (default: the largest that fits).")]
+NameOption = Annotated[str | None, typer.Option(
+    "--name", help="Ollama model name before ':' (default: from the checkpoint, e.g. smolvlm2).")]
+PresetOption = Annotated[list[str] | None, typer.Option(
+    "--preset", "-p", help="general, caption, ocr, vqa or all (repeatable; default: all).")]
 
 
 def _run_stage(llama_cpp: str | None, stage):
@@ -254,10 +263,17 @@ def build(
     mmproj_type: MmprojTypeOption = None,
     threads: ThreadsOption = None,
     offline: Annotated[bool, typer.Option("--offline", help="Use the local Hub cache only.")] = False,
+    presets: PresetOption = None,
+    name: NameOption = None,
+    vram: VramOption = "8GiB",
+    reserve: ReserveOption = "512MiB",
+    kv_type: KvTypeOption = "f16",
+    create: Annotated[bool, typer.Option("--create", help="Also create the models in Ollama.")] = False,
+    via: Annotated[str, typer.Option("--via", help="auto, cli or api (see `smolconv package`).")] = "auto",
     force: ForceOption = False,
     llama_cpp: LlamaCppOption = None,
 ) -> None:
-    """Run pull → convert → quantize; steps whose inputs are unchanged are skipped (see build.json)."""
+    """Run pull → convert → quantize → plan → package; unchanged steps are skipped (see build.json)."""
     from smolconv.pipeline import BuildOptions
     from smolconv.pipeline import build as build_pipeline
     from smolconv.quantize import DEFAULT_TYPES
@@ -265,24 +281,25 @@ def build(
     options = BuildOptions(
         model=model, out_dir=out, revision=revision, outtype=outtype, types=tuple(types or DEFAULT_TYPES),
         imatrix=imatrix, imatrix_text=imatrix_text, mmproj_type=mmproj_type, threads=threads, force=force,
-        local_files_only=offline)
+        local_files_only=offline, presets=tuple(presets or ()), name=name, create=create, via=via)
+    try:
+        options.settings = _plan_settings(vram, reserve, "512MiB", kv_type, None)
+    except SmolconvError as exc:
+        raise _fail(exc) from None
     result = _run_stage(llama_cpp, lambda toolchain, progress: build_pipeline(options, toolchain, progress))
     converted = "reused" if result.converted.skipped else f"converted in {result.converted.seconds:.1f} s"
     console.print(f"{result.converted.model.name} + {result.converted.mmproj.name}: {converted}",
                   soft_wrap=True, highlight=False)
     _print_quant_reports(result.quantized)
+    if result.packaged:
+        _print_plans([m.plan for m in result.packaged.models if m.preset == result.packaged.models[0].preset],
+                     "plan (num_ctx and num_gpu written into the Modelfiles)")
+        _print_packaged(result.packaged)
     console.print(f"build record: {result.out_dir / 'build.json'}", soft_wrap=True, highlight=False)
 
 
 # --------------------------------------------------------------------------------------------------
 # plan
-
-VramOption = Annotated[str, typer.Option("--vram", help="The GPU's memory: 8GiB for an RTX 4070.")]
-ReserveOption = Annotated[str, typer.Option("--reserve", help="VRAM left free for the desktop and other programs.")]
-KvTypeOption = Annotated[str, typer.Option("--kv-type", help="KV cache type: f16 or q8_0 (OLLAMA_KV_CACHE_TYPE).")]
-NumCtxOption = Annotated[int | None, typer.Option(
-    "--num-ctx", help="Plan this context only, offloading layers if needed (default: the largest that fits).")]
-
 
 def _plan_settings(vram: str, reserve: str, overhead: str, kv_type: str, num_ctx: int | None,
                    max_ctx: int | None = None):
@@ -381,3 +398,56 @@ def plan(
                           f"{format_bytes(e.kv_cache)} / {format_bytes(m.kv_cache)}",
                           f"{format_bytes(e.total)} / {format_bytes(m.total)}")
         console.print(table)
+
+
+# --------------------------------------------------------------------------------------------------
+# package
+
+@app.command()
+def package(
+    out: Annotated[Path, typer.Argument(help="A build directory (it holds build.json and the GGUF files).")],
+    types: TypesOption = None,
+    presets: PresetOption = None,
+    name: NameOption = None,
+    vram: VramOption = "8GiB",
+    reserve: ReserveOption = "512MiB",
+    kv_type: KvTypeOption = "f16",
+    num_ctx: NumCtxOption = None,
+    create: Annotated[bool, typer.Option("--create", help="Also create the models in Ollama.")] = False,
+    via: Annotated[str, typer.Option("--via", help="auto (the ollama CLI if on PATH, else the HTTP API), cli or api.")]
+    = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Replace Modelfiles smolconv did not write.")] = False,
+) -> None:
+    """Write a Modelfile per variant and preset (num_ctx and num_gpu from plan); with --create, `ollama create` them."""
+    from smolconv.package import PackageOptions
+    from smolconv.package import package as package_stage
+
+    if via not in ("auto", "cli", "api"):
+        raise _fail(SmolconvError(f"unknown --via {via!r}", "use auto, cli or api"))
+    try:
+        settings = _plan_settings(vram, reserve, "512MiB", kv_type, num_ctx)
+        options = PackageOptions(out, tuple(types or ()), tuple(presets or ()), name, settings, force, create, via)
+        bar, progress = _progress_bar()
+        with bar:
+            result = package_stage(options, progress)
+    except SmolconvError as exc:
+        raise _fail(exc) from None
+    _print_packaged(result)
+
+
+def _print_packaged(result) -> None:
+    table = Table(title="Ollama models")
+    for column in ("tag", "Modelfile", "num_ctx", "num_gpu", "fits"):
+        table.add_column(column, overflow="fold")
+    for m in result.models:
+        table.add_row(m.tag, m.modelfile.name, str(m.plan.num_ctx), str(m.plan.num_gpu),
+                      "yes" if m.plan.fits else "[yellow]partly[/]")
+    console.print(table)
+    if result.created:
+        c = result.created
+        console.print(f"created {len(c.created)} models with Ollama {c.version} via the {c.route.upper()} "
+                      f"({len(c.uploaded)} files uploaded, {len(c.reused)} already there)", highlight=False)
+    else:
+        console.print("To create them in Ollama, run `smolconv package --create` or:", highlight=False)
+        for command in result.create_commands():
+            console.print(f"  {command}", highlight=False, soft_wrap=True)

@@ -7,7 +7,6 @@ Each check gives a status: ok, warn (the pipeline runs, one stage is limited: no
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import urllib.error
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from smolconv import __version__
 from smolconv.errors import SmolconvError
+from smolconv.ollama_api import ollama_host
 from smolconv.toolchain import (
     CONVERTER_MODULES,
     TOOLS,
@@ -27,7 +27,6 @@ from smolconv.toolchain import (
 )
 
 OK, WARN, FAIL = "ok", "warn", "fail"
-DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 MIN_FREE_DISK = 10 * 1024**3  # the 2.2B model: ~4.5 GB download, ~4.5 GB F16 GGUF, plus quants
 
 
@@ -91,14 +90,6 @@ def check_converter_packages() -> Check:
         return Check("converter packages", FAIL,
                      f"missing {', '.join(missing)}: pip install {' '.join(missing)}", versions)
     return Check("converter packages", OK, shown, versions)
-
-
-def ollama_host() -> str:
-    host = os.environ.get("OLLAMA_HOST", "").strip() or DEFAULT_OLLAMA_HOST
-    if "://" not in host:
-        host = "http://" + host
-    # OLLAMA_HOST=0.0.0.0 means "listen everywhere" to the server; a client talks to loopback.
-    return host.replace("://0.0.0.0", "://127.0.0.1").rstrip("/")
 
 
 def check_ollama() -> Check:

@@ -1,4 +1,4 @@
-"""`smolconv build`: every stage in order, each skipped when build.json says it is already done."""
+"""`smolconv build`: pull → convert → quantize → plan → package, each step skipped when build.json says it is done."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smolconv.convert import ConvertOptions, ConvertResult, convert
+from smolconv.package import PackageOptions, PackageResult, package
+from smolconv.plan import PlanSettings
 from smolconv.progress import ProgressFn, no_progress
 from smolconv.pull import PullOptions, Source, pull
 from smolconv.quantize import DEFAULT_TYPES, QuantizeOptions, QuantizeResult, check_request, quantize
@@ -25,6 +27,12 @@ class BuildOptions:
     threads: int | None = None
     force: bool = False
     local_files_only: bool = False
+    # plan + package
+    settings: PlanSettings = field(default_factory=PlanSettings)
+    presets: tuple[str, ...] = ()
+    name: str | None = None
+    create: bool = False
+    via: str = "auto"
 
 
 @dataclass
@@ -33,6 +41,7 @@ class BuildResult:
     out_dir: Path
     converted: ConvertResult
     quantized: QuantizeResult = field(default_factory=QuantizeResult)
+    packaged: PackageResult | None = None
 
 
 def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no_progress) -> BuildResult:
@@ -50,4 +59,9 @@ def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no
     )
     quantize_options.out_dir = out_dir
     quantized = quantize(quantize_options, toolchain, progress)
-    return BuildResult(source=source, out_dir=out_dir, converted=converted, quantized=quantized)
+    # Package the variants this build asked for (the F16 conversion is an intermediate, not a product).
+    built = tuple(r.qtype for r in quantized.reports)
+    packaged = package(PackageOptions(out_dir, types=built, presets=options.presets, name=options.name,
+                                      settings=options.settings, force=options.force, create=options.create,
+                                      via=options.via), progress)
+    return BuildResult(source=source, out_dir=out_dir, converted=converted, quantized=quantized, packaged=packaged)

@@ -1,0 +1,366 @@
+"""`smolconv package`: Modelfiles rendered from the Jinja templates in templates/, then `ollama create`.
+
+One Modelfile per variant and preset, written next to the GGUF files it names (so `FROM ./file.gguf`
+works wherever the build directory goes). num_ctx and num_gpu come from `smolconv plan`.
+
+Ollama's Modelfile grammar has no escape characters (parser/parser.go): a value is bare up to the end of
+the line, or wrapped in "…" or \"\"\"…\"\"\", and ends at the first line end where the text so far
+(trimmed) both starts and ends with the quote. `modelfile_quote` picks a form that reads back exactly, or
+refuses with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from smolconv.errors import SmolconvError
+from smolconv.fsutil import ensure_writable_dir, staged_file
+from smolconv.manifest import Manifest
+from smolconv.models import SHAPES, ModelShape
+from smolconv.ollama_api import CreateReport, CreateRequest, create_models
+from smolconv.plan import PlanSettings, VariantPlan, build_variants, estimated_variant, format_bytes, plan_variant
+from smolconv.progress import ProgressFn, no_progress
+
+TEMPLATE_FILE = "smolvlm2.gotmpl"
+MODELFILE_TEMPLATE = "Modelfile.j2"
+PRESETS_FILE = "presets.toml"
+STOP = "<end_of_utterance>"
+DEFAULT_LICENSE = (
+    "SmolVLM2 is released by Hugging Face under the Apache License 2.0 "
+    "(https://www.apache.org/licenses/LICENSE-2.0). See the model card of the checkpoint it was converted from."
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Templates and presets
+
+
+def templates_dir() -> Path:
+    """templates/ of this checkout, or SMOLCONV_TEMPLATES (your own copy, to change the wording)."""
+    override = os.environ.get("SMOLCONV_TEMPLATES")
+    path = Path(override) if override else Path(__file__).resolve().parent.parent / "templates"
+    if not (path / MODELFILE_TEMPLATE).is_file():
+        raise SmolconvError(f"no {MODELFILE_TEMPLATE} in {path}",
+                            "run smolconv from its source checkout, or point SMOLCONV_TEMPLATES at a templates copy")
+    return path
+
+
+def chat_template(directory: Path | None = None) -> str:
+    """The Go template for Ollama's TEMPLATE; the file's final newline is not part of it."""
+    return ((directory or templates_dir()) / TEMPLATE_FILE).read_text().removesuffix("\n")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    system: str | None
+    parameters: dict
+
+
+def load_presets(directory: Path | None = None) -> dict[str, Preset]:
+    data = tomllib.loads(((directory or templates_dir()) / PRESETS_FILE).read_text())
+    return {name: Preset(name, body.get("description", name), body.get("system"), dict(body.get("parameters", {})))
+            for name, body in data.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# The Modelfile grammar
+
+
+def _ollama_unquote(text: str) -> tuple[str, bool]:
+    """What Ollama's parser does with a trimmed value: strip its quotes, or say it is not closed yet."""
+    if text.startswith('"""'):
+        return (text[3:-3], True) if len(text) >= 6 and text.endswith('"""') else ("", False)
+    if text.startswith('"'):
+        return (text[1:-1], True) if len(text) >= 2 and text.endswith('"') else ("", False)
+    return text, True
+
+
+def _reads_back(quoted: str, value: str) -> bool:
+    # The parser ends a value at the first line end where the trimmed text so far unquotes.
+    for i, ch in enumerate(quoted):
+        if ch in "\r\n":
+            _, closed = _ollama_unquote(quoted[:i].strip())
+            if closed:
+                return False
+    text, closed = _ollama_unquote(quoted.strip())
+    return closed and text == value
+
+
+_BARE = re.compile(r"^[A-Za-z0-9._+\-/:]+$")
+
+
+def modelfile_quote(value, what: str = "a Modelfile value") -> str:
+    """`value` written so that Ollama reads back exactly `value`; a SmolconvError when no form can."""
+    if isinstance(value, bool):
+        value = str(value).lower()
+    value = str(value)
+    dropped = [ch for ch in value if not (ch.isprintable() or ch in "\t\r\n")]
+    if dropped:
+        raise SmolconvError(f"{what} contains a character Ollama's Modelfile reader drops (U+{ord(dropped[0]):04X})",
+                            "remove it")
+    if _BARE.match(value) and not value.startswith('"'):
+        return value
+    multiline = "\n" in value or "\r" in value
+    for quote in ('"""', '"') if multiline else ('"', '"""'):
+        quoted = quote + value + quote
+        if _reads_back(quoted, value):
+            return quoted
+    raise SmolconvError(f"{what} cannot be written in a Modelfile: a line of it ends in a quote mark, which ends "
+                        "the value early in both of the Modelfile's quoting forms",
+                        "Ollama's Modelfile has no escapes; end that line with another character")
+
+
+# --------------------------------------------------------------------------------------------------
+# Names
+
+
+_QUANT_TAG = {"F16": "fp16", "BF16": "bf16", "F32": "fp32"}
+_TAG_OK = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?:[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def quant_tag(qtype: str) -> str:
+    """Ollama's spelling: q4_K_M, q8_0, fp16."""
+    qtype = qtype.upper()
+    return _QUANT_TAG.get(qtype, qtype[0].lower() + qtype[1:])
+
+
+def model_tag(model_name: str, qtype: str, preset: str = "general", name: str | None = None) -> str:
+    """smolvlm2:2.2b-instruct-q4_K_M (general) or smolvlm2:2.2b-instruct-q4_K_M-ocr.
+
+    `model_name` is the checkpoint's name (SmolVLM2-2.2B-Instruct); `name` overrides the part before ':'.
+    """
+    family, _, rest = model_name.lower().partition("-")
+    family = re.sub(r"[^a-z0-9._-]+", "-", name or family).strip("-") or "smolvlm2"
+    parts = [re.sub(r"[^a-z0-9._]+", "-", rest).strip("-"), quant_tag(qtype)]
+    if preset != "general":
+        parts.append(preset)
+    tag = f"{family}:{'-'.join(p for p in parts if p)}"
+    if not _TAG_OK.match(tag):
+        raise SmolconvError(f"{tag!r} is not a valid Ollama model name", "pass --name with letters, digits, - or _")
+    return tag
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering
+
+
+@dataclass
+class ModelfileSpec:
+    tag: str
+    modelfile_name: str
+    text_file: str
+    projector_file: str
+    plan: VariantPlan
+    preset: Preset
+    source: str
+    license: str = DEFAULT_LICENSE
+    notes: list[str] = field(default_factory=list)
+
+    def api_parameters(self) -> dict:
+        """The same parameters as /api/create takes them: stop is a list, numbers are numbers."""
+        params: dict = {}
+        for name, value in self.parameters():
+            if name == "stop":
+                params.setdefault("stop", []).append(value)
+            else:
+                params[name] = value
+        return params
+
+    def parameters(self) -> list[tuple[str, object]]:
+        params: list[tuple[str, object]] = [("stop", STOP), ("num_ctx", self.plan.num_ctx),
+                                            ("num_gpu", self.plan.num_gpu)]
+        params += sorted(self.preset.parameters.items())
+        return params
+
+
+def _environment(directory: Path) -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(directory), trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False)
+    env.filters["modelfile_quote"] = modelfile_quote
+    return env
+
+
+def render_modelfile(spec: ModelfileSpec, directory: Path | None = None) -> str:
+    directory = directory or templates_dir()
+    plan = spec.plan
+    plan_view = {
+        "vram": format_bytes(plan.settings.vram), "reserve": format_bytes(plan.settings.reserve),
+        "num_ctx": plan.num_ctx, "num_gpu": plan.num_gpu, "layers": plan.variant.text.n_layer + 1,
+        "projector": "GPU" if plan.memory.projector_on_device else "CPU", "total": format_bytes(plan.memory.total),
+    }
+    notes = [" ".join(n.split()) for n in spec.notes + plan.notes]  # comments are one line each
+    for label, text in (("system prompt", spec.preset.system), ("license", spec.license)):
+        if text is not None:
+            modelfile_quote(text, f"the {label}")  # name the field in the error, not "a Modelfile value"
+    return _environment(directory).get_template(MODELFILE_TEMPLATE).render(
+        tag=spec.tag, modelfile_name=spec.modelfile_name, text_file=spec.text_file,
+        projector_file=spec.projector_file, template=chat_template(directory), preset=spec.preset,
+        parameters=spec.parameters(), license=spec.license, source=spec.source, plan=plan_view, notes=notes,
+    )
+
+
+def modelfile_name(tag: str) -> str:
+    return tag.replace(":", "-").replace("/", "-") + ".Modelfile"
+
+
+def _relative(path: Path) -> str:
+    return f"./{path.name}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Packaging a build
+
+
+@dataclass
+class PackageOptions:
+    out_dir: Path
+    types: tuple[str, ...] = ()        # default: every variant the build holds
+    presets: tuple[str, ...] = ()      # default: every preset in templates/presets.toml
+    name: str | None = None            # the Ollama model name before ':' (default: from the checkpoint)
+    settings: PlanSettings = field(default_factory=PlanSettings)
+    force: bool = False
+    create: bool = False               # also create the models in Ollama
+    via: str = "auto"                  # auto (CLI if on PATH, else HTTP API), cli or api
+
+
+@dataclass
+class PackagedModel:
+    tag: str
+    modelfile: Path
+    plan: VariantPlan
+    preset: str
+    request: CreateRequest
+
+
+@dataclass
+class PackageResult:
+    models: list[PackagedModel]
+    created: CreateReport | None = None
+
+    def create_commands(self) -> list[str]:
+        from smolconv.runner import command_line
+
+        return [command_line(["ollama", "create", m.tag, "-f", str(m.modelfile)]) for m in self.models]
+
+
+def _select_presets(names: tuple[str, ...], presets: dict[str, Preset]) -> list[Preset]:
+    if not names or names == ("all",):
+        return list(presets.values())
+    unknown = [n for n in names if n not in presets]
+    if unknown:
+        raise SmolconvError(f"unknown preset {unknown[0]!r}", f"choose from {', '.join(presets)} or all")
+    return [presets[n] for n in names]
+
+
+def _build_source(manifest: Manifest, out_dir: Path) -> tuple[str, str, str]:
+    """(checkpoint name for tags, where it came from for the header, license text)."""
+    source = manifest.data.get("source", {})
+    convert_step = manifest.data["steps"]["convert"]
+    model_name = source.get("repo_id", "") or ""
+    model_name = model_name.split("/")[-1] or convert_step["params"].get("name") or out_dir.resolve().name
+    origin = source.get("repo_id") or source.get("model") or model_name
+    if source.get("revision"):
+        origin += f"@{source['revision'][:12]}"
+    license_text = DEFAULT_LICENSE
+    license_file = Path(source.get("path", "")) / "LICENSE" if source.get("path") else None
+    if license_file and license_file.is_file():
+        license_text = license_file.read_text(errors="replace").strip() or DEFAULT_LICENSE
+    return model_name, origin, license_text
+
+
+def package(options: PackageOptions, progress: ProgressFn = no_progress) -> PackageResult:
+    out_dir = Path(options.out_dir)
+    directory = templates_dir()
+    presets = _select_presets(options.presets, load_presets(directory))
+    progress("planning", None)
+    variants = build_variants(out_dir, options.types)
+    manifest = Manifest.load(out_dir)
+    model_name, origin, license_text = _build_source(manifest, out_dir)
+    ensure_writable_dir(out_dir)
+    reports = {step["params"]["type"].upper(): step.get("report", {})
+               for name, step in manifest.data["steps"].items() if name.startswith("quantize:")}
+    models: list[PackagedModel] = []
+    for variant in variants:
+        plan = plan_variant(variant, options.settings)
+        summary = reports.get(variant.name, {}).get("summary")
+        for preset in presets:
+            tag = model_tag(model_name, variant.name, preset.name, options.name)
+            target = out_dir / modelfile_name(tag)
+            spec = ModelfileSpec(tag=tag, modelfile_name=target.name, text_file=_relative(variant.text_path),
+                                 projector_file=_relative(variant.projector_path), plan=plan, preset=preset,
+                                 source=origin, license=license_text, notes=[summary] if summary else [])
+            text = render_modelfile(spec, directory)
+            _write_owned(manifest, target, text, options.force)
+            request = CreateRequest(tag=tag, modelfile=target, files=[variant.text_path, variant.projector_path],
+                                    template=chat_template(directory), system=preset.system,
+                                    parameters=spec.api_parameters(), license=license_text)
+            models.append(PackagedModel(tag, target, plan, preset.name, request))
+    manifest.data["package"] = {
+        "settings": {"vram": options.settings.vram, "reserve": options.settings.reserve,
+                     "kv_type": options.settings.kv_type},
+        "models": [{"tag": m.tag, "modelfile": m.modelfile.name, "preset": m.preset, "variant": m.plan.variant.name,
+                    "num_ctx": m.plan.num_ctx, "num_gpu": m.plan.num_gpu, "fits": m.plan.fits} for m in models],
+        "plans": {v.name: plan_variant(v, options.settings).to_dict() for v in variants},
+    }
+    manifest.save()
+    result = PackageResult(models)
+    if options.create:
+        result.created = create_models([m.request for m in models], manifest.sha256, options.via, progress)
+        manifest.data["package"]["created"] = {"route": result.created.route, "ollama": result.created.version,
+                                               "tags": result.created.created}
+        manifest.save()  # the blob digests went into the hash cache
+    return result
+
+
+def _write_owned(manifest: Manifest, target: Path, text: str, force: bool) -> None:
+    """Write a Modelfile; one the user wrote (not in build.json) is only replaced with --force."""
+    if target.exists() and not force and target.name not in manifest.data["outputs"]:
+        raise SmolconvError(f"{target} already exists and was not written by smolconv",
+                            "pass --force to replace it, or move it away")
+    if target.exists() and target.read_text() == text:
+        return
+    with staged_file(target) as partial:
+        partial.write_text(text)
+    manifest.data["outputs"][target.name] = {"sha256": manifest.sha256(target), "size": target.stat().st_size,
+                                             "step": "package"}
+
+
+# --------------------------------------------------------------------------------------------------
+# The example Modelfiles committed in modelfiles/
+
+
+def example_models() -> list[tuple[ModelShape, str]]:
+    return [(shape, qtype) for shape in SHAPES.values() if shape.repo_id for qtype in ("Q4_K_M", "Q5_K_M", "Q8_0")]
+
+
+def render_examples(dest: Path, settings: PlanSettings | None = None) -> list[Path]:
+    """The Modelfiles a build of each real checkpoint writes, planned from config dimensions (no download)."""
+    from smolconv.convert import output_names
+
+    directory = templates_dir()
+    settings = settings or PlanSettings()
+    presets = load_presets(directory)
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for shape, qtype in example_models():
+        name = shape.repo_id.split("/")[-1]
+        text_name = f"{name}-{qtype}.gguf"
+        _, projector_name = output_names(name, "f16")
+        plan = plan_variant(estimated_variant(shape, qtype), settings)
+        for preset in presets.values():
+            tag = model_tag(name, qtype, preset.name)
+            spec = ModelfileSpec(tag=tag, modelfile_name=modelfile_name(tag), text_file=f"./{text_name}",
+                                 projector_file=f"./{projector_name}", plan=plan, preset=preset,
+                                 source=f"{shape.repo_id} (example: sizes planned from its config)")
+            target = dest / spec.modelfile_name
+            target.write_text(render_modelfile(spec, directory))
+            written.append(target)
+    return written
