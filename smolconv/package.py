@@ -138,7 +138,8 @@ def model_tag(model_name: str, qtype: str, preset: str = "general", name: str | 
     `model_name` is the checkpoint's name (SmolVLM2-2.2B-Instruct); `name` overrides the part before ':'.
     """
     family, _, rest = model_name.lower().partition("-")
-    family = re.sub(r"[^a-z0-9._-]+", "-", name or family).strip("-") or "smolvlm2"
+    # A name the user gave is checked as given; one derived from the checkpoint is made valid.
+    family = name if name else re.sub(r"[^a-z0-9._-]+", "-", family).strip("-") or "smolvlm2"
     parts = [re.sub(r"[^a-z0-9._]+", "-", rest).strip("-"), quant_tag(qtype)]
     if preset != "general":
         parts.append(preset)

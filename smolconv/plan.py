@@ -508,7 +508,8 @@ def build_variants(out_dir: Path, types: tuple[str, ...] = ()) -> list[Variant]:
             files[step["params"]["type"].upper()] = out_dir / step["outputs"][0]
         elif step_name.startswith("quantize-mmproj:"):
             projector_path = out_dir / step["outputs"][0]  # the quantized projector is the one to ship
-    wanted = [t.upper() for t in types] or list(files)
+    # Without a choice: every variant still on disk (a user may have deleted one).
+    wanted = [t.upper() for t in types] or [t for t, path in files.items() if path.is_file()]
     missing = [t for t in wanted if t not in files]
     if missing:
         raise SmolconvError(f"{out_dir} has no {', '.join(missing)} variant",

@@ -32,6 +32,17 @@ def fixture_tiny(tmp_path_factory) -> Path:
     return synth_checkpoint(SynthOptions(shape="tiny", out=out)).path
 
 
+@pytest.fixture(scope="session")
+def build_256m_q4_q8(toolchain, fixture_256m, tmp_path_factory) -> Path:
+    """A build of the 256m fixture with two variants, for plan and package tests (their own copy to change)."""
+    from smolconv.pipeline import BuildOptions, build
+
+    out = tmp_path_factory.mktemp("build-q4-q8") / "smolvlm2-256m"
+    build(BuildOptions(model=str(fixture_256m), out_dir=out, types=("Q4_K_M", "Q8_0"), presets=("general",)),
+          toolchain)
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

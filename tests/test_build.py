@@ -38,7 +38,10 @@ def _model(out: Path, variant: str) -> Path:
 def test_build_writes_every_variant_and_a_manifest(built_256m, fixture_256m):
     out = built_256m.out_dir
     names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    assert names == sorted([*(f"{NAME}-{v}.gguf" for v in VARIANTS), f"mmproj-{NAME}-f16.gguf", "build.json"])
+    modelfiles = [f"smolvlm2-256m-{q}{p}.Modelfile" for q in ("q4_K_M", "q5_K_M", "q8_0")
+                  for p in ("", "-caption", "-ocr", "-vqa")]
+    assert names == sorted([*(f"{NAME}-{v}.gguf" for v in VARIANTS), f"mmproj-{NAME}-f16.gguf", "build.json",
+                            *modelfiles])
     manifest = json.loads((out / "build.json").read_text())
     assert manifest["llama_cpp"]["commit"] == "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
     assert manifest["source"]["files"]["model.safetensors"] == sha256_file(fixture_256m / "model.safetensors")

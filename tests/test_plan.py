@@ -1,0 +1,138 @@
+"""`smolconv plan`: the estimate against real files and against what the real llama-server allocates."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from gguf import GGUFReader
+
+from smolconv.errors import SmolconvError
+from smolconv.models import get_shape
+from smolconv.plan import (
+    GiB,
+    MiB,
+    PlanSettings,
+    build_variants,
+    estimate,
+    estimated_projector_bytes,
+    estimated_tensor_types,
+    estimated_variant,
+    measure_llama_server,
+    parse_size,
+    plan_for_shape,
+    plan_variant,
+    read_projector,
+)
+from tests.conftest import run_cli
+
+
+def test_plan_2p2b_prints_a_table_without_any_download():
+    result = run_cli("plan", "2.2b", "--vram", "8GiB")
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in rows] == ["Q4_K_M", "Q5_K_M", "Q8_0"]
+    data = json.loads(run_cli("plan", "2.2b", "--json").stdout)
+    assert [d["variant"] for d in data] == ["Q4_K_M", "Q5_K_M", "Q8_0"]
+    for d in data:
+        assert d["estimated_from_config"] and d["fits"] and d["num_gpu"] == 25 and d["num_ctx"] == 8192
+        assert d["memory"]["total"] <= 8 * GiB - 512 * MiB
+    # Bigger files, less room left.
+    assert data[0]["free_after_load"] > data[1]["free_after_load"] > data[2]["free_after_load"]
+
+
+def test_estimated_2p2b_q4_k_m_matches_ggml_orgs_published_file():
+    # ggml-org's SmolVLM2-2.2B-Instruct-Q4_K_M.gguf is 1,112,602,656 bytes; the rest is metadata (vocabulary).
+    tensors = sum(size for _, size in estimated_tensor_types(get_shape("2.2b"), "Q4_K_M").values())
+    assert 0 < 1_112_602_656 - tensors < 2 * MiB
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["Q4_K_M", "Q8_0", "F16"])
+def test_estimated_tensor_types_are_what_llama_quantize_wrote(build_256m_q4_q8, variant):
+    path = build_256m_q4_q8 / f"smolvlm2-256m-{variant}.gguf"
+    real = {t.name: (t.tensor_type.name, int(t.n_bytes)) for t in GGUFReader(path).tensors}
+    assert estimated_tensor_types(get_shape("256m"), variant) == real
+
+
+@pytest.mark.slow
+def test_estimated_projector_is_the_converted_one(build_256m_q4_q8):
+    projector = read_projector(build_256m_q4_q8 / "mmproj-smolvlm2-256m-f16.gguf")
+    assert estimated_projector_bytes(get_shape("256m")) == projector.weight_bytes
+    assert projector.tokens_per_tile == 64  # (512 / 16)² / 4²
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("variant", "n_ctx", "kv_type"),
+                         [("Q4_K_M", 2048, "f16"), ("Q4_K_M", 8192, "f16"), ("Q8_0", 4096, "f16"),
+                          ("Q8_0", 4096, "q8_0")])
+def test_estimate_matches_the_buffers_llama_server_reports(toolchain, build_256m_q4_q8, variant, n_ctx, kv_type):
+    settings = PlanSettings(kv_type=kv_type)
+    [v] = build_variants(build_256m_q4_q8, (variant,))
+    measured = measure_llama_server(toolchain, v, n_ctx, settings)
+    est = estimate(v, n_ctx, settings, cpu_backend=True)
+    weights, real_weights = est.weights + est.projector_weights, measured.weights + measured.projector_weights
+    assert abs(weights - real_weights) <= 0.05 * real_weights
+    assert abs(est.kv_cache - measured.kv_cache) <= 0.05 * measured.kv_cache
+    assert abs(est.total - measured.total) <= 0.10 * measured.total
+    assert measured.kv_cache > 0 and measured.compute > 0 and measured.projector_compute > 0
+
+
+def test_projector_moves_to_the_cpu_and_layers_offload_when_vram_is_short():
+    roomy = plan_for_shape("2.2b", "Q8_0", PlanSettings(vram=8 * GiB))
+    assert roomy.fits and roomy.memory.projector_on_device and roomy.num_gpu == 25
+    tight = plan_for_shape("2.2b", "Q8_0", PlanSettings(vram=2 * GiB))
+    assert not tight.fits and not tight.memory.projector_on_device
+    assert 0 < tight.num_gpu < 24 and tight.num_ctx == 2048
+    assert tight.memory.total <= 2 * GiB - 512 * MiB
+    # One more layer would not have fitted.
+    one_more = estimate(tight.variant, tight.num_ctx, tight.settings, tight.num_gpu + 1, projector_on_device=False)
+    assert one_more.total > 2 * GiB - 512 * MiB
+
+
+def test_context_shrinks_before_layers_leave_the_gpu():
+    sizes = [plan_for_shape("2.2b", "Q8_0", PlanSettings(vram=v * GiB)) for v in (4, 4.5, 5, 8)]
+    contexts = [p.num_ctx for p in sizes]
+    assert contexts == sorted(contexts) and contexts[0] < contexts[-1] == 8192
+    assert all(p.num_gpu == 25 for p in sizes if p.fits)
+
+
+def test_q8_0_kv_cache_is_about_half_of_f16():
+    f16 = plan_for_shape("2.2b", "Q4_K_M", PlanSettings(num_ctx=4096))
+    q8 = plan_for_shape("2.2b", "Q4_K_M", PlanSettings(num_ctx=4096, kv_type="q8_0"))
+    assert q8.memory.kv_cache == pytest.approx(f16.memory.kv_cache * 34 / 64)
+
+
+def test_ollama_keeps_the_projector_off_a_gpu_without_its_weights_plus_1_gib():
+    plan = plan_for_shape("2.2b", "Q4_K_M", PlanSettings(vram=int(1.5 * GiB), reserve=0, overhead=128 * MiB))
+    assert not plan.memory.projector_on_device
+    assert any("projector" in note for note in plan.notes)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("8GiB", 8 * GiB), ("8G", 8 * GiB), ("8", 8 * GiB),
+                                                ("8GB", 8_000_000_000), ("512MiB", 512 * MiB), ("7.5GiB", 7.5 * GiB)])
+def test_parse_size(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["8XB", "", "GiB", "eight"])
+def test_parse_size_refuses_nonsense(text):
+    with pytest.raises(SmolconvError, match="memory size"):
+        parse_size(text)
+
+
+def test_bad_plan_input_is_one_line_and_exit_2(tmp_path):
+    for args in (["plan", "9b"], ["plan", "2.2b", "--vram", "8XB"], ["plan", "2.2b", "--kv-type", "q4"],
+                 ["plan", str(tmp_path)], ["plan", "2.2b", "--vram", "512MiB"]):
+        result = run_cli(*args)
+        assert result.returncode == 2, args
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error:"), result.stderr
+
+
+@pytest.mark.slow
+def test_plan_is_the_same_for_the_estimate_and_the_files(build_256m_q4_q8):
+    [real] = build_variants(build_256m_q4_q8, ("Q4_K_M",))
+    estimated = estimated_variant(get_shape("256m"), "Q4_K_M")
+    assert real.text.layer_bytes == estimated.text.layer_bytes
+    assert plan_variant(real, PlanSettings()).num_ctx == plan_variant(estimated, PlanSettings()).num_ctx
+
