@@ -41,8 +41,9 @@ def _fail(exc: SmolconvError) -> typer.Exit:
 
 
 def _progress_bar():
+    # No bar when stderr is not a terminal (CI logs, pipes): it would only leave blank lines there.
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                   console=err_console, transient=True)
+                   console=err_console, transient=True, disable=not err_console.is_terminal)
     task = bar.add_task("starting", total=None)
 
     def progress(stage: str, fraction: float | None) -> None:

@@ -223,7 +223,7 @@ def _relative(path: Path) -> str:
 @dataclass
 class PackageOptions:
     out_dir: Path
-    types: tuple[str, ...] = ()        # default: every variant the build holds
+    types: tuple[str, ...] = ()        # default: every quantized variant the build holds
     presets: tuple[str, ...] = ()      # default: every preset in templates/presets.toml
     name: str | None = None            # the Ollama model name before ':' (default: from the checkpoint)
     settings: PlanSettings = field(default_factory=PlanSettings)
@@ -282,8 +282,11 @@ def package(options: PackageOptions, progress: ProgressFn = no_progress) -> Pack
     directory = templates_dir()
     presets = _select_presets(options.presets, load_presets(directory))
     progress("planning", None)
-    variants = build_variants(out_dir, options.types)
     manifest = Manifest.load(out_dir)
+    # By default the quantized variants: the converted F16 is an intermediate (package it with --type F16).
+    quantized = tuple(step["params"]["type"] for name, step in manifest.data["steps"].items()
+                      if name.startswith("quantize:") and (out_dir / step["outputs"][0]).is_file())
+    variants = build_variants(out_dir, options.types or quantized)
     model_name, origin, license_text = _build_source(manifest, out_dir)
     ensure_writable_dir(out_dir)
     reports = {step["params"]["type"].upper(): step.get("report", {})

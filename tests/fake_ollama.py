@@ -1,0 +1,114 @@
+"""A FAKE Ollama daemon for the tests only: it follows the HTTP API in Ollama's docs/api.md for the calls
+smolconv makes (version, blobs, create) and records them. It is not Ollama and runs no model; it stands in
+for the daemon because Ollama cannot be installed on the machines that run these tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class FakeOllamaState:
+    version: str = "0.33.0"
+    blobs: dict[str, int] = field(default_factory=dict)          # digest -> size
+    uploads: list[str] = field(default_factory=list)             # digests POSTed (every attempt)
+    creates: list[dict] = field(default_factory=list)            # /api/create bodies
+    requests: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    state: FakeOllamaState  # set per server
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def _json(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().strip(), 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+    def do_GET(self) -> None:
+        self.state.requests.append(("GET", self.path))
+        if self.path == "/api/version":
+            self._json(200, {"version": self.state.version})
+        else:
+            self._json(404, {"error": "not found"})
+
+    def do_HEAD(self) -> None:
+        self.state.requests.append(("HEAD", self.path))
+        digest = self.path.removeprefix("/api/blobs/")
+        self.send_response(200 if digest in self.state.blobs else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        self.state.requests.append(("POST", self.path))
+        body = self._body()
+        if self.path.startswith("/api/blobs/"):
+            digest = self.path.removeprefix("/api/blobs/")
+            self.state.uploads.append(digest)
+            if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+                self._json(400, {"error": "digest mismatch"})
+                return
+            existed = digest in self.state.blobs
+            self.state.blobs[digest] = len(body)
+            self.send_response(200 if existed else 201)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path == "/api/create":
+            request = json.loads(body)
+            self.state.creates.append(request)
+            missing = [d for d in request.get("files", {}).values() if d not in self.state.blobs]
+            if missing:
+                self._json(400, {"error": f"blob {missing[0]} not found"})
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.end_headers()
+            lines = [{"status": "parsing GGUF"}]
+            lines += [{"status": f"using existing layer {d}"} for d in request.get("files", {}).values()]
+            lines += [{"status": "writing manifest"}, {"status": "success"}]
+            for line in lines:
+                self.wfile.write(json.dumps(line).encode() + b"\n")
+                self.wfile.flush()
+        else:
+            self._json(404, {"error": "not found"})
+
+
+class FakeOllama:
+    """`with FakeOllama() as fake:` serves on a free loopback port; `fake.host` is its OLLAMA_HOST."""
+
+    def __init__(self, version: str = "0.33.0"):
+        self.state = FakeOllamaState(version=version)
+        handler = type("Handler", (_Handler,), {"state": self.state})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.host = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeOllama:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
