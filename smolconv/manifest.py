@@ -68,11 +68,17 @@ class Manifest:
             return False
         if self.is_current(step, key, targets[0].parent):
             return True
+        self.refuse_foreign(targets, force=force)
+        return False
+
+    def refuse_foreign(self, targets: list[Path], *, force: bool) -> None:
+        """A file at a target name that this build did not write is the user's: replacing it needs --force."""
+        if force:
+            return
         for path in targets:
             if path.exists() and path.name not in self.data["outputs"]:
                 raise SmolconvError(f"{path} already exists and was not written by this build",
-                                    "pass --force to replace it, or choose another --out")
-        return False
+                                    "pass --force to replace it, or move it out of the way")
 
     # -- steps -----------------------------------------------------------------------------------------
 

@@ -283,17 +283,18 @@ def package(options: PackageOptions, progress: ProgressFn = no_progress) -> Pack
     presets = _select_presets(options.presets, load_presets(directory))
     progress("planning", None)
     manifest = Manifest.load(out_dir)
+    quantize_steps = [step for name, step in manifest.data["steps"].items() if name.startswith("quantize:")]
+    reports = {step["params"]["type"].upper(): step.get("report", {}) for step in quantize_steps}
     # By default the quantized variants: the converted F16 is an intermediate (package it with --type F16).
-    quantized = tuple(step["params"]["type"] for name, step in manifest.data["steps"].items()
-                      if name.startswith("quantize:") and (out_dir / step["outputs"][0]).is_file())
+    quantized = tuple(step["params"]["type"] for step in quantize_steps if (out_dir / step["outputs"][0]).is_file())
     variants = build_variants(out_dir, options.types or quantized)
     model_name, origin, license_text = _build_source(manifest, out_dir)
+    template = chat_template(directory)
     ensure_writable_dir(out_dir)
-    reports = {step["params"]["type"].upper(): step.get("report", {})
-               for name, step in manifest.data["steps"].items() if name.startswith("quantize:")}
     models: list[PackagedModel] = []
+    plans: dict[str, VariantPlan] = {}
     for variant in variants:
-        plan = plan_variant(variant, options.settings)
+        plan = plans[variant.name] = plan_variant(variant, options.settings)
         summary = reports.get(variant.name, {}).get("summary")
         for preset in presets:
             tag = model_tag(model_name, variant.name, preset.name, options.name)
@@ -304,7 +305,7 @@ def package(options: PackageOptions, progress: ProgressFn = no_progress) -> Pack
             text = render_modelfile(spec, directory)
             _write_owned(manifest, target, text, options.force)
             request = CreateRequest(tag=tag, modelfile=target, files=[variant.text_path, variant.projector_path],
-                                    template=chat_template(directory), system=preset.system,
+                                    template=template, system=preset.system,
                                     parameters=spec.api_parameters(), license=license_text)
             models.append(PackagedModel(tag, target, plan, preset.name, request))
     manifest.data["package"] = {
@@ -312,7 +313,7 @@ def package(options: PackageOptions, progress: ProgressFn = no_progress) -> Pack
                      "kv_type": options.settings.kv_type},
         "models": [{"tag": m.tag, "modelfile": m.modelfile.name, "preset": m.preset, "variant": m.plan.variant.name,
                     "num_ctx": m.plan.num_ctx, "num_gpu": m.plan.num_gpu, "fits": m.plan.fits} for m in models],
-        "plans": {v.name: plan_variant(v, options.settings).to_dict() for v in variants},
+        "plans": {name: plan.to_dict() for name, plan in plans.items()},
     }
     manifest.save()
     result = PackageResult(models)
@@ -326,9 +327,7 @@ def package(options: PackageOptions, progress: ProgressFn = no_progress) -> Pack
 
 def _write_owned(manifest: Manifest, target: Path, text: str, force: bool) -> None:
     """Write a Modelfile; one the user wrote (not in build.json) is only replaced with --force."""
-    if target.exists() and not force and target.name not in manifest.data["outputs"]:
-        raise SmolconvError(f"{target} already exists and was not written by smolconv",
-                            "pass --force to replace it, or move it away")
+    manifest.refuse_foreign([target], force=force)
     if target.exists() and target.read_text() == text:
         return
     with staged_file(target) as partial:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
@@ -647,7 +647,3 @@ def format_bytes(n: float) -> str:
     if abs(n) >= GiB:
         return f"{n / GiB:.2f} GiB"
     return f"{n / MiB:.0f} MiB"
-
-
-def with_settings(settings: PlanSettings, **changes) -> PlanSettings:
-    return replace(settings, **{k: v for k, v in changes.items() if v is not None})
