@@ -452,3 +452,175 @@ def _print_packaged(result) -> None:
         console.print("To create them in Ollama, run `smolconv package --create` or:", highlight=False)
         for command in result.create_commands():
             console.print(f"  {command}", highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# serve, smoke, verify
+
+VariantOption = Annotated[str | None, typer.Option(
+    "--type", "-t", help="The variant to serve: Q4_K_M, Q5_K_M, Q8_0, F16 (default: Q4_K_M if built).")]
+
+
+@app.command()
+def serve(
+    out: Annotated[Path, typer.Argument(help="A build directory.")],
+    variant: VariantOption = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
+    num_ctx: NumCtxOption = None,
+    vram: VramOption = "8GiB",
+    reserve: ReserveOption = "512MiB",
+    kv_type: KvTypeOption = "f16",
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for llama-server.")] = None,
+    llama_cpp: LlamaCppOption = None,
+) -> None:
+    """Serve one variant with llama-server (text GGUF + projector, context from plan) until Ctrl-C."""
+    import signal
+
+    from smolconv.serve import ServeOptions
+    from smolconv.serve import serve as serve_stage
+    from smolconv.toolchain import find_toolchain
+
+    def on_ready(server) -> None:
+        console.print(f"serving {server.variant.name} of {out} at {server.url} (num_ctx {server.num_ctx}); "
+                      "Ctrl-C stops it", highlight=False, soft_wrap=True)
+        console.print(f"  OpenAI-compatible API: {server.url}/v1/chat/completions", highlight=False)
+
+    # `kill` (SIGTERM) stops the server in order too, like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        settings = _plan_settings(vram, reserve, "512MiB", kv_type, num_ctx)
+        options = ServeOptions(out, variant, host=host, port=port, num_ctx=num_ctx, settings=settings, threads=threads)
+        serve_stage(options, find_toolchain(llama_cpp), on_ready)
+    except SmolconvError as exc:
+        raise _fail(exc) from None
+    console.print("stopped", highlight=False)
+
+
+def _print_smoke(report) -> None:
+    a_fmt = lambda v, f="{:.2f}": "" if v is None else f.format(v)  # noqa: E731
+    info = report.backend_info
+    title = f"smoke: {report.variant} on {report.backend}"
+    if info.get("ollama"):
+        title += f" (Ollama {info['ollama']})"
+    table = Table(title=title, caption="random vision tower (smolconv fixture): image answers are not judged on "
+                  "stopping" if report.random_vision else None)
+    for column in ("case", "result", "why", "prompt tok", "TTFT s", "prompt tok/s", "decode tok/s", "wall s",
+                   "answer"):
+        table.add_column(column, overflow="fold")
+    for r in report.results:
+        a = r.answer
+        table.add_row(r.name, "[green]pass[/]" if r.passed else "[bold red]FAIL[/]", r.reason,
+                      a_fmt(a and a.prompt_tokens, "{}"), a_fmt(a and a.ttft_s), a_fmt(a and a.prompt_tps, "{:.1f}"),
+                      a_fmt(a and a.decode_tps, "{:.1f}"), a_fmt(a and a.wall_s, "{:.1f}"),
+                      (a.text.strip()[:60] or "(empty)") if a else "")
+    console.print(table)
+    console.print(f"report: {report.path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def smoke(
+    target: Annotated[str, typer.Argument(help="A build directory, or an Ollama model tag with --backend ollama.")],
+    backend: Annotated[str, typer.Option("--backend", help="llama-server or ollama.")] = "llama-server",
+    types: TypesOption = None,
+    url: Annotated[str | None, typer.Option(
+        "--url", help="A running llama-server (default: smolconv starts one per variant), or the Ollama host.")] = None,
+    cases: Annotated[list[str] | None, typer.Option("--case", help="Run only this case (repeatable).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Also fail answers without the expected words.")] = False,
+    report_dir: Annotated[Path | None, typer.Option("--report-dir", help="Where the JSON reports go.")] = None,
+    num_ctx: NumCtxOption = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for llama-server.")] = None,
+    llama_cpp: LlamaCppOption = None,
+) -> None:
+    """Ask each variant text and image questions and judge the answers; exit 1 if a case fails."""
+    from smolconv.smoke import SmokeOptions
+    from smolconv.smoke import smoke as smoke_stage
+    from smolconv.toolchain import find_toolchain
+
+    options = SmokeOptions(target=target, backend=backend, types=tuple(types or ()), url=url,
+                           report_dir=report_dir, cases=tuple(cases or ()), strict=strict, num_ctx=num_ctx,
+                           threads=threads)
+    try:
+        needs_server = backend == "llama-server" and not url
+        toolchain = find_toolchain(llama_cpp) if needs_server else None
+        bar, progress = _progress_bar()
+        with bar:
+            reports = smoke_stage(options, toolchain, progress)
+    except SmolconvError as exc:
+        raise _fail(exc) from None
+    for report in reports:
+        _print_smoke(report)
+    failed = [f"{r.variant}: {', '.join(c.name for c in r.results if not c.passed)}" for r in reports if not r.passed]
+    if failed:
+        err_console.print(f"[bold red]smoke failed[/] {'; '.join(failed)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _parse_gates(max_kld: list[str] | None):
+    from smolconv.verify import DEFAULT_MAX_KLD
+
+    gates = dict(DEFAULT_MAX_KLD)
+    for item in max_kld or ():
+        name, _, value = item.partition("=")
+        try:
+            gates[name.strip().upper()] = float(value)
+        except ValueError:
+            raise SmolconvError(f"--max-kld {item!r} is not TYPE=NUMBER", "write e.g. --max-kld Q4_K_M=0.1") from None
+    return gates
+
+
+def _print_verify(report) -> None:
+    text = Table(title="F16 against transformers (float32): last-token logits")
+    for column in ("prompt", "tokens", "NMSE", "top-1", "tokenizer"):
+        text.add_column(column, overflow="fold")
+    for r in report.text:
+        text.add_row(repr(r.prompt[:50]), str(r.n_tokens), f"{r.nmse:.2e}",
+                     "same" if r.top1_same else "[red]differs[/]",
+                     "same ids" if r.tokenizer_same else "[yellow]differs[/]")
+    console.print(text)
+    console.print(f"max NMSE {report.max_nmse:.2e} (gate < {report.gates.max_nmse:.0e}, goal < 1e-06)",
+                  highlight=False)
+    v = report.vision
+    console.print(f"projector vs HF connector, one {v.n_tokens}-token tile: NMSE {v.nmse:.2e}" if v.checked
+                  else f"projector: {v.reason}", highlight=False)
+    if report.kld:
+        kld = Table(title=f"each variant against F16 (llama-perplexity --kl-divergence, F16 PPL {report.f16_ppl})")
+        for column in ("variant", "mean KLD", "99% KLD", "same top token", "PPL ratio", "gate", "result"):
+            kld.add_column(column)
+        for k in report.kld:
+            kld.add_row(k.variant, f"{k.mean_kld:.4f}", "" if k.kld_p99 is None else f"{k.kld_p99:.4f}",
+                        f"{100 * k.same_top:.1f}%", "" if k.ppl_ratio is None else f"{k.ppl_ratio:.4f}",
+                        "" if k.gate is None else f"≤ {k.gate}", "[green]pass[/]" if k.passed else "[bold red]FAIL[/]")
+        console.print(kld)
+    console.print(f"report: {report.path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def verify(
+    out: Annotated[Path, typer.Argument(help="A build directory.")],
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", help="The HF checkpoint (default: the one build.json records).")] = None,
+    types: TypesOption = None,
+    max_nmse: Annotated[float, typer.Option("--max-nmse", help="Gate for the F16 logits.")] = 1e-4,
+    max_kld: Annotated[list[str] | None, typer.Option(
+        "--max-kld", help="Gate TYPE=VALUE, repeatable (defaults Q8_0=0.005 Q5_K_M=0.03 Q4_K_M=0.05).")] = None,
+    text: Annotated[Path | None, typer.Option("--text", help="Text for the KL divergence (default: shipped).")] = None,
+    vision: Annotated[bool, typer.Option("--vision/--no-vision", help="Also compare the projector.")] = True,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for llama.cpp.")] = None,
+    llama_cpp: LlamaCppOption = None,
+) -> None:
+    """Compare F16 with transformers (NMSE, top-1) and each variant with F16 (KL divergence); exit 1 over a gate."""
+    from smolconv.verify import KLD_TEXT, Gates, VerifyOptions
+    from smolconv.verify import verify as verify_stage
+
+    try:
+        gates = Gates(max_nmse=max_nmse, max_vision_nmse=max_nmse, max_kld=_parse_gates(max_kld))
+    except SmolconvError as exc:
+        raise _fail(exc) from None
+    options = VerifyOptions(out, checkpoint=checkpoint, types=tuple(t.upper() for t in types) if types else None,
+                            text=text or KLD_TEXT, gates=gates, vision=vision, threads=threads)
+    report = _run_stage(llama_cpp, lambda toolchain, progress: verify_stage(options, toolchain, progress))
+    _print_verify(report)
+    if not report.passed:
+        err_console.print(f"[bold red]verify failed[/] {'; '.join(report.failures)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)

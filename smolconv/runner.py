@@ -155,3 +155,96 @@ def run_until(
 def command_line(args: Sequence[str | os.PathLike]) -> str:
     """A shell-quoted command a user can copy and run by hand."""
     return shlex.join(str(a) for a in args)
+
+
+class ServerProcess:
+    """A long-running program (llama-server) that we start, watch and stop.
+
+    Its output is read on a thread into a bounded log so the pipe never fills; `lines_since(mark)` lets a
+    caller read what the server printed while it answered one request (image encode times).
+    """
+
+    def __init__(self, args: Sequence[str | os.PathLike], *, what: str, fix: str,
+                 env: Mapping[str, str] | None = None, keep_lines: int = 20000,
+                 on_line: Callable[[str], None] | None = None):
+        self.args = tuple(str(a) for a in args)
+        self.what, self.fix = what, fix
+        self._lines: collections.deque[tuple[int, str]] = collections.deque(maxlen=keep_lines)
+        self._count = 0
+        self._lock = threading.Lock()
+        self._on_line = on_line
+        try:
+            self.process = subprocess.Popen(
+                self.args, env=tool_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1,
+                # Its own process group: Ctrl-C in a terminal reaches smolconv, which then stops the server
+                # in order, instead of both receiving SIGINT at once.
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise ToolFailed(f"{what} failed: program {self.args[0]} not found", fix) from None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            line = line.rstrip("\n")
+            with self._lock:
+                self._count += 1
+                self._lines.append((self._count, line))
+            if self._on_line:
+                self._on_line(line)
+
+    @property
+    def mark(self) -> int:
+        """A position in the log; pass it to `lines_since` later."""
+        with self._lock:
+            return self._count
+
+    def lines_since(self, mark: int) -> list[str]:
+        with self._lock:
+            return [line for n, line in self._lines if n > mark]
+
+    def tail(self, n: int = _TAIL_LINES) -> str:
+        lines = [line.strip() for _, line in list(self._lines)[-50:] if line.strip()]
+        return " | ".join(lines[-n:]) if lines else "no output"
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def failed(self, why: str) -> ToolFailed:
+        return ToolFailed(f"{self.what} failed: {_describe(self.args)} {why} ({self.tail()})", self.fix)
+
+    def wait_ready(self, ready: Callable[[], bool], timeout: float, poll: float = 0.25) -> None:
+        """Poll `ready()` until it is true; a server that exits or takes longer than `timeout` is an error."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.running():
+                raise self.failed(f"exited with {self.process.returncode} before it was ready")
+            if ready():
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise self.failed(f"was not ready after {timeout:.0f} s")
+            time.sleep(poll)
+
+    def stop(self, grace: float = 10) -> int:
+        """SIGTERM (llama-server finishes the request in flight and frees the model), then SIGKILL."""
+        if self.running():
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(timeout=5)
+        return self.process.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

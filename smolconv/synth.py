@@ -68,6 +68,15 @@ class SynthResult:
 
 
 ProgressFn = Callable[[str], None]
+FIXTURE_MARKER = "smolconv-fixture.json"
+
+
+def fixture_info(checkpoint: Path) -> dict | None:
+    """What `synth` wrote about a checkpoint it made, or None for a real one."""
+    try:
+        return json.loads((Path(checkpoint) / FIXTURE_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def default_out(shape: str) -> Path:
@@ -90,6 +99,11 @@ def synth_checkpoint(options: SynthOptions, progress: ProgressFn = lambda _msg: 
                  f"random vision, seed {options.seed})")
         write_weights(shape, staging, gguf_path if shape.real_text_weights else None, options.seed)
         (staging / "README.md").write_text(_model_card(shape, options.seed))
+        # Machine-readable: smoke reads it to know that image answers come from a random vision tower.
+        _write_json(staging / FIXTURE_MARKER, {
+            "shape": shape.name, "seed": options.seed, "vision": "random",
+            "text": "SmolLM2-135M-Instruct" if shape.real_text_weights else "random",
+        })
     files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     return SynthResult(path=out, shape=shape, files=files)
 

@@ -1,5 +1,5 @@
 """A FAKE Ollama daemon for the tests only: it follows the HTTP API in Ollama's docs/api.md for the calls
-smolconv makes (version, blobs, create) and records them. It is not Ollama and runs no model; it stands in
+smolconv makes (version, blobs, create, show, chat) and records them. It is not Ollama and runs no model; it stands in
 for the daemon because Ollama cannot be installed on the machines that run these tests.
 """
 
@@ -19,6 +19,12 @@ class FakeOllamaState:
     uploads: list[str] = field(default_factory=list)             # digests POSTed (every attempt)
     creates: list[dict] = field(default_factory=list)            # /api/create bodies
     requests: list[tuple[str, str]] = field(default_factory=list)
+    chats: list[dict] = field(default_factory=list)              # /api/chat bodies
+    # What /api/chat streams back: the answer's pieces and how it ended. Tests set these.
+    reply: list[str] = field(default_factory=lambda: ["The house ", "is ", "red."])
+    done_reason: str = "stop"
+    tokens_per_image: int = 400                                  # stands in for the projector's tokens
+    models: dict[str, dict] = field(default_factory=dict)        # name -> /api/show answer
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -75,6 +81,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(200 if existed else 201)
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif self.path == "/api/show":
+            name = json.loads(body).get("model")
+            if name not in self.state.models:
+                self._json(404, {"error": f"model '{name}' not found"})
+                return
+            # The fields Ollama's /api/show always has (docs/api.md), then the test's own.
+            shown = {"modelfile": "", "template": "", "details": {"format": "gguf", "family": "llama"},
+                     "model_info": {"general.architecture": "llama"}, "modified_at": "2026-11-22T00:00:00Z"}
+            self._json(200, shown | self.state.models[name])
+        elif self.path == "/api/chat":
+            self._chat(json.loads(body))
         elif self.path == "/api/create":
             request = json.loads(body)
             self.state.creates.append(request)
@@ -93,6 +110,34 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
         else:
             self._json(404, {"error": "not found"})
+
+
+    def _chat(self, request: dict) -> None:
+        self.state.chats.append(request)
+        if request.get("model") not in self.state.models:
+            self._json(404, {"error": f"model '{request.get('model')}' not found"})
+            return
+        words = sum(len(m.get("content", "").split()) for m in request["messages"])
+        images = sum(len(m.get("images") or []) for m in request["messages"])
+        pieces = self.state.reply[: request.get("options", {}).get("num_predict", 10**6)]
+        final = {"model": request["model"], "created_at": "2026-11-22T00:00:00Z",
+                 "message": {"role": "assistant", "content": ""}, "done": True,
+                 "done_reason": self.state.done_reason, "total_duration": 2_000_000_000,
+                 "load_duration": 1_000_000, "prompt_eval_count": words + images * self.state.tokens_per_image,
+                 "prompt_eval_duration": 500_000_000, "eval_count": len(pieces), "eval_duration": 250_000_000}
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.end_headers()
+        if not request.get("stream", True):
+            final["message"]["content"] = "".join(pieces)
+            self.wfile.write(json.dumps(final).encode() + b"\n")
+            return
+        for piece in pieces:
+            chunk = {"model": request["model"], "created_at": "2026-11-22T00:00:00Z",
+                     "message": {"role": "assistant", "content": piece}, "done": False}
+            self.wfile.write(json.dumps(chunk).encode() + b"\n")
+            self.wfile.flush()
+        self.wfile.write(json.dumps(final).encode() + b"\n")
 
 
 class FakeOllama:

@@ -16,6 +16,7 @@ HUB_FILES = {
     "config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
     "chat_template.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
     "model.safetensors", "README.md",
+    "smolconv-fixture.json",  # smolconv's own marker (smoke reads it), not a Hub file
 }
 
 

@@ -1,0 +1,637 @@
+"""`smolconv smoke`: ask a built model a fixed set of questions, with and without images, and judge the answers.
+
+Backends: llama-server (`/v1/chat/completions`, images as data URIs; smolconv starts the server unless a URL
+is given) and Ollama (`/api/chat` through the official `ollama` Python client).
+
+Every case must be accepted by the backend, stop by itself (end of utterance, not the token limit) and
+contain no chat-template tokens. Image cases must also show that the image reached the model: the prompt
+has at least the tokens the projector makes of that image (a model packaged without its projector
+answers from the text alone, with a prompt a few dozen tokens long). Expected words ("Paris") are
+reported; `strict` makes them fail the case too.
+
+On a `smolconv synth` fixture the vision tower is random, so its image answers are noise that may never
+stop: there, for image cases only, running to the limit is reported and not judged.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import math
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, UTC
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from smolconv import __version__
+from smolconv.errors import SmolconvError
+from smolconv.images import ImageFile, load_image, write_smoke_images
+from smolconv.plan import PlanSettings, Projector
+
+BACKENDS = ("llama-server", "ollama")
+# Text that must never reach a user: SmolVLM2's template and image tokens, and SmolLM2's ChatML.
+TEMPLATE_TOKENS = ("<end_of_utterance>", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<image>",
+                   "<fake_token_around_image>", "<global-img>", "<row_")
+# Sampling for every case: greedy and seeded, so a rerun asks the same thing and gets the same answer.
+# repeat_penalty is the `general` preset's, which is what an Ollama user of the packaged model gets.
+SAMPLING = {"temperature": 0.0, "seed": 0, "repeat_penalty": 1.1}
+LONG_PROMPT_MARGIN = 64  # tokens left free beside max_tokens, for the template around the message
+
+
+# --------------------------------------------------------------------------------------------------
+# The cases
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str
+    text: str
+    images: tuple[str, ...] = ()  # keys of the smoke images (or the answer of an earlier case, below)
+
+
+@dataclass(frozen=True)
+class SmokeCase:
+    name: str
+    what: str                      # one line for the table
+    turns: tuple[Turn, ...]
+    max_tokens: int = 128
+    expect: str | None = None      # a regex a good answer matches (reported; gating with strict)
+    follows: str | None = None     # this case's assistant turn is that case's answer
+    rejected: bool = False         # smolconv must refuse the input before anything is sent
+    long_prompt: bool = False      # the user message is filled to near num_ctx
+
+    @property
+    def has_images(self) -> bool:
+        return any(t.images for t in self.turns)
+
+
+def _user(text: str, *images: str) -> Turn:
+    return Turn("user", text, images)
+
+
+DESCRIBE = "Describe this image."
+SCENE_WORDS = r"\b(house|sun|sky|field|grass|landscape|barn|home|building)\b"
+CASES: tuple[SmokeCase, ...] = (
+    SmokeCase("text_hello", "text: greeting", (_user("Hello, who are you?"),)),
+    SmokeCase("text_fact", "text: factual question", (_user("What is the capital of France?"),), 64,
+              expect=r"\bParis\b"),
+    SmokeCase("image_jpeg", "image: describe a JPEG", (_user(DESCRIBE, "scene_jpeg"),), 160, expect=SCENE_WORDS),
+    SmokeCase("image_png", "image: describe a PNG", (_user(DESCRIBE, "scene_png"),), 160, expect=SCENE_WORDS),
+    SmokeCase("image_webp", "image: describe a WebP", (_user(DESCRIBE, "scene_webp"),), 160, expect=SCENE_WORDS),
+    SmokeCase("two_images", "image: two images in one turn",
+              (_user("What is different between these two images?", "scene_png", "night_png"),), 160,
+              expect=r"\b(night|dark|moon|day)\b"),
+    SmokeCase("follow_up", "image: second turn about the first turn's image",
+              (_user(DESCRIBE, "scene_jpeg"), Turn("assistant", ""), _user("What colour is the house?")), 96,
+              expect=r"\bred\b", follows="image_jpeg"),
+    SmokeCase("blank_image", "edge: a blank white image", (_user(DESCRIBE, "blank_png"),), 160,
+              expect=r"\b(white|blank|empty|nothing|plain)\b"),
+    SmokeCase("one_pixel", "edge: a 1x1 image", (_user(DESCRIBE, "one_pixel_png"),), 160),
+    SmokeCase("large_image", "edge: a 4000x3000 image", (_user(DESCRIBE, "large_jpeg"),), 160, expect=SCENE_WORDS),
+    SmokeCase("corrupt_image", "edge: a corrupt JPEG (refused before sending)",
+              (_user(DESCRIBE, "corrupt_jpeg"),), rejected=True),
+    SmokeCase("long_prompt", "edge: a prompt near num_ctx", (_user(""),), 64, expect=r"\bred\b",
+              long_prompt=True),
+)
+CASE_NAMES = tuple(c.name for c in CASES)
+
+
+# --------------------------------------------------------------------------------------------------
+# What a backend returns
+
+
+@dataclass
+class Answer:
+    text: str
+    finish_reason: str | None      # "stop" (end of utterance or a stop string) or "length" (the limit)
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    wall_s: float
+    ttft_s: float | None           # time to the first streamed token (to the end, for an empty answer)
+    prompt_tps: float | None
+    decode_tps: float | None
+    cached_tokens: int | None = None
+    image_encode_s: float | None = None  # neither backend reports it apart from prompt time
+    stats: dict = field(default_factory=dict)  # the backend's own numbers, as it gave them
+
+
+class BackendError(Exception):
+    """The backend refused or failed one request (the case fails; the suite goes on)."""
+
+
+class Backend(Protocol):
+    name: str
+
+    def info(self) -> dict: ...
+
+    def chat(self, messages: list[tuple[str, str, list[ImageFile]]], max_tokens: int) -> Answer: ...
+
+
+class LlamaServerBackend:
+    """llama-server's OpenAI-compatible chat endpoint, streamed (for the time to the first token)."""
+
+    name = "llama-server"
+
+    def __init__(self, url: str, timeout: float = 900):
+        self.url = url.rstrip("/")
+        self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=10))
+        self.requests = 0
+
+    def info(self) -> dict:
+        try:
+            props = self.client.get(f"{self.url}/props").json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise SmolconvError(f"no llama-server answers at {self.url} ({exc})",
+                                "start one with `smolconv serve`, or leave out --url") from None
+        settings = props.get("default_generation_settings", {})
+        return {"url": self.url, "build": props.get("build_info"), "model": props.get("model_path"),
+                "n_ctx": settings.get("n_ctx") or props.get("n_ctx"),
+                "vision": (props.get("modalities") or {}).get("vision")}
+
+    @staticmethod
+    def content(text: str, images: list[ImageFile]) -> list[dict] | str:
+        if not images:
+            return text
+        parts = []
+        for image in images:
+            data, mime = (image.as_png(), "image/png") if image.format == "WEBP" else (image.data, image.mime)
+            parts.append({"type": "image_url",
+                          "image_url": {"url": f"data:{mime};base64,{base64.b64encode(data).decode()}"}})
+        return parts + [{"type": "text", "text": text}]
+
+    def chat(self, messages, max_tokens: int) -> Answer:
+        self.requests += 1
+        body = {
+            "messages": [{"role": role, "content": self.content(text, images)} for role, text, images in messages],
+            "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True},
+            **SAMPLING,
+        }
+        text, finish, usage, timings = [], None, {}, {}
+        start = time.monotonic()
+        first = None
+        try:
+            with self.client.stream("POST", f"{self.url}/v1/chat/completions", json=body) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise BackendError(_error_text(response))
+                for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        break
+                    chunk = json.loads(payload)
+                    if "error" in chunk:
+                        raise BackendError(str(chunk["error"].get("message", chunk["error"])))
+                    for choice in chunk.get("choices", []):
+                        piece = (choice.get("delta") or {}).get("content")
+                        if piece:
+                            text.append(piece)
+                            first = first or time.monotonic()
+                        if choice.get("finish_reason"):
+                            finish = choice["finish_reason"]
+                            first = first or time.monotonic()
+                    usage = chunk.get("usage") or usage
+                    timings = chunk.get("timings") or timings
+        except httpx.HTTPError as exc:
+            raise BackendError(f"request failed: {exc}") from None
+        wall = time.monotonic() - start
+        return Answer(
+            text="".join(text), finish_reason=finish,
+            prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"),
+            wall_s=wall, ttft_s=(first - start) if first else None,
+            prompt_tps=timings.get("prompt_per_second"), decode_tps=timings.get("predicted_per_second"),
+            cached_tokens=(usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
+            stats={"usage": usage, "timings": timings},
+        )
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+    except ValueError:
+        message = response.text[:200]
+    return f"HTTP {response.status_code}: {message}"
+
+
+class OllamaBackend:
+    """Ollama's `/api/chat` through the official client, streamed; images go as raw bytes (base64 on the wire)."""
+
+    name = "ollama"
+
+    def __init__(self, model: str, host: str | None = None, timeout: float = 900):
+        import ollama
+
+        from smolconv.ollama_api import ollama_host
+
+        self.model = model
+        self.host = host or ollama_host()
+        self.client = ollama.Client(host=self.host, timeout=timeout)
+        self.requests = 0
+
+    def info(self) -> dict:
+        import ollama
+
+        from smolconv.ollama_api import OllamaHTTP
+
+        with OllamaHTTP(self.host) as api:
+            version = api.version()
+        try:
+            shown = self.client.show(self.model)
+        except ollama.ResponseError as exc:
+            raise SmolconvError(f"Ollama at {self.host} has no model {self.model} ({exc.error})",
+                                "create it with `smolconv package --create`, or check the tag") from None
+        parameters = shown.parameters or ""
+        match = re.search(r"^num_ctx\s+(\d+)", parameters, re.MULTILINE)
+        return {"url": self.host, "ollama": version, "model": self.model,
+                "n_ctx": int(match.group(1)) if match else None,
+                "vision": "vision" in (shown.capabilities or [])}
+
+    def chat(self, messages, max_tokens: int) -> Answer:
+        import ollama
+
+        self.requests += 1
+        wire = []
+        for role, text, images in messages:
+            message = {"role": role, "content": text}
+            if images:
+                message["images"] = [ollama.Image(value=image.data) for image in images]
+            wire.append(message)
+        options = {"num_predict": max_tokens, "temperature": SAMPLING["temperature"], "seed": SAMPLING["seed"]}
+        text, final = [], None
+        start = time.monotonic()
+        first = None
+        try:
+            for chunk in self.client.chat(model=self.model, messages=wire, stream=True, options=options):
+                piece = chunk.message.content if chunk.message else ""
+                if piece:
+                    text.append(piece)
+                    first = first or time.monotonic()
+                if chunk.done:
+                    first = first or time.monotonic()
+                    final = chunk
+        except ollama.ResponseError as exc:
+            raise BackendError(f"HTTP {exc.status_code}: {exc.error}") from None
+        except (httpx.HTTPError, ConnectionError) as exc:
+            raise BackendError(f"request failed: {exc}") from None
+        wall = time.monotonic() - start
+        if final is None:
+            raise BackendError("the stream ended without a final (done) message")
+        stats = {k: getattr(final, k, None) for k in ("done_reason", "total_duration", "load_duration",
+                                                      "prompt_eval_count", "prompt_eval_duration",
+                                                      "eval_count", "eval_duration")}
+        return Answer(
+            text="".join(text), finish_reason=final.done_reason,
+            prompt_tokens=final.prompt_eval_count, completion_tokens=final.eval_count,
+            wall_s=wall, ttft_s=(first - start) if first else None,
+            prompt_tps=_rate(final.prompt_eval_count, final.prompt_eval_duration),
+            decode_tps=_rate(final.eval_count, final.eval_duration),
+            stats=stats,
+        )
+
+
+def _rate(count: int | None, duration_ns: int | None) -> float | None:
+    return count / (duration_ns / 1e9) if count and duration_ns else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Judging
+
+
+@dataclass
+class CaseResult:
+    name: str
+    what: str
+    passed: bool
+    reason: str                         # why it passed or failed, in a few words
+    answer: Answer | None = None
+    expectation: bool | None = None     # did the answer match `expect` (None: no expectation)
+    notes: list[str] = field(default_factory=list)
+    turns: list[dict] = field(default_factory=list)  # what was sent: roles, texts, image files
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        return data
+
+
+def image_tokens(projector: Projector | None, size: tuple[int, int]) -> int:
+    """A lower bound on the prompt tokens one image becomes: its tiles times the tokens of a tile.
+
+    llama.cpp and transformers resize the long side to the preprocessor's longest edge, cut tiles of the
+    encoder's size and add one overview (SmolVLM's `size.longest_edge` / `max_image_size`)."""
+    if projector is None:
+        return 64  # the smallest tile SmolVLM2 makes (256M and 500M); 2.2B's are 81
+    w, h = size
+    scale = projector.preproc_image_size / max(w, h)
+    grid_w = math.ceil(max(1, round(w * scale)) / projector.image_size)
+    grid_h = math.ceil(max(1, round(h * scale)) / projector.image_size)
+    tiles = grid_w * grid_h + (1 if grid_w * grid_h > 1 else 0)
+    return tiles * projector.tokens_per_tile
+
+
+def judge(case: SmokeCase, answer: Answer, *, min_prompt_tokens: int, max_tokens: int, strict: bool,
+          random_vision: bool) -> CaseResult:
+    notes: list[str] = []
+    failures: list[str] = []
+    leaked = [t for t in TEMPLATE_TOKENS if t in answer.text]
+    if leaked:
+        failures.append(f"answer contains template text {', '.join(leaked)}")
+    if answer.finish_reason == "stop":
+        if answer.completion_tokens is not None and answer.completion_tokens > max_tokens:
+            failures.append(f"{answer.completion_tokens} tokens, over the limit of {max_tokens}")
+    elif case.has_images and random_vision:
+        notes.append(f"ran to the {max_tokens}-token limit ({answer.finish_reason}); not judged: the fixture's "
+                     "vision tower is random, so image answers are noise")
+    else:
+        failures.append(f"did not stop by itself within {max_tokens} tokens (finish: {answer.finish_reason})")
+    if min_prompt_tokens and (answer.prompt_tokens or 0) < min_prompt_tokens:
+        failures.append(f"prompt was {answer.prompt_tokens} tokens, expected at least {min_prompt_tokens}: "
+                        "the image did not reach the model (projector missing?)")
+    if not answer.text.strip():
+        notes.append("empty answer: the model ended its turn at once")
+    expectation = None
+    if case.expect:
+        expectation = re.search(case.expect, answer.text, re.IGNORECASE) is not None
+        if not expectation:
+            (failures if strict else notes).append(f"answer does not match /{case.expect}/")
+    if failures:
+        return CaseResult(case.name, case.what, False, "; ".join(failures), answer, expectation, notes)
+    reason = "stopped by itself, no template text" if answer.finish_reason == "stop" else "answered (not judged)"
+    return CaseResult(case.name, case.what, True, reason, answer, expectation, notes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Running the suite
+
+
+@dataclass
+class SmokeOptions:
+    target: str                          # a build directory, or an Ollama model tag
+    backend: str = "llama-server"
+    types: tuple[str, ...] = ()          # variants of a build (default: every quantized variant)
+    url: str | None = None               # a running llama-server, or the Ollama host
+    report_dir: Path | None = None       # default: <build>/smoke, or ./smoke for a tag
+    cases: tuple[str, ...] = ()          # default: all
+    strict: bool = False
+    num_ctx: int | None = None           # llama-server started by smoke: default the plan's
+    settings: PlanSettings = field(default_factory=PlanSettings)
+    threads: int | None = None
+    images_dir: Path | None = None       # default: <report_dir>/images
+
+
+@dataclass
+class SmokeReport:
+    target: str
+    variant: str
+    backend: str
+    backend_info: dict
+    results: list[CaseResult]
+    random_vision: bool
+    started: str
+    seconds: float
+    path: Path | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def to_dict(self) -> dict:
+        return {"smolconv": __version__, "target": self.target, "variant": self.variant,
+                "backend": self.backend, "backend_info": self.backend_info, "passed": self.passed,
+                "random_vision": self.random_vision, "sampling": SAMPLING, "started": self.started,
+                "seconds": round(self.seconds, 2), "cases": [r.to_dict() for r in self.results]}
+
+    def summary(self) -> dict:
+        """The short form that goes into build.json."""
+        return {"backend": self.backend, "passed": self.passed, "report": str(self.path) if self.path else None,
+                "failed": [r.name for r in self.results if not r.passed],
+                "decode_tps": _median([r.answer.decode_tps for r in self.results if r.answer]),
+                "ttft_s": _median([r.answer.ttft_s for r in self.results if r.answer and not r.answer.cached_tokens])}
+
+
+def _median(values: list[float | None]) -> float | None:
+    values = sorted(v for v in values if v is not None)
+    return round(values[len(values) // 2], 3) if values else None
+
+
+def _filler(n: int) -> str:
+    # No numbering: every sentence is the same tokens, so the count grows exactly linearly.
+    return " ".join(["The red house stands by the green field under a yellow sun."] * n)
+
+
+def _long_prompt(backend: Backend, n_ctx: int, max_tokens: int) -> str:
+    """A user message that fills the context to num_ctx - max_tokens - a small margin.
+
+    The backend counts (both report prompt tokens), so this holds for any tokenizer: two short requests
+    give the tokens of one filler sentence and of the rest of the prompt."""
+    question = "\n\nWhat colour is the house in the text above? Answer in one short sentence."
+    counts = []
+    for n in (8, 16):
+        answer = backend.chat([("user", _filler(n) + question, [])], 1)
+        if not answer.prompt_tokens:
+            raise BackendError("the backend does not report prompt token counts")
+        counts.append(answer.prompt_tokens)
+    per_sentence = (counts[1] - counts[0]) / 8
+    fixed = counts[0] - 8 * per_sentence
+    target = n_ctx - max_tokens - LONG_PROMPT_MARGIN
+    n = max(1, int((target - fixed) / per_sentence))
+    return _filler(n) + question
+
+
+def run_suite(backend: Backend, images: dict[str, Path], *, n_ctx: int | None, projector: Projector | None,
+              cases: tuple[SmokeCase, ...] = CASES, strict: bool = False, random_vision: bool = False,
+              progress=lambda stage: None) -> list[CaseResult]:
+    results: dict[str, CaseResult] = {}
+    for case in cases:
+        progress(f"{backend.name}: {case.name}")
+        results[case.name] = run_case(backend, case, images, results, n_ctx=n_ctx, projector=projector,
+                                      strict=strict, random_vision=random_vision)
+    return list(results.values())
+
+
+def run_case(backend: Backend, case: SmokeCase, images: dict[str, Path], earlier: dict[str, CaseResult], *,
+             n_ctx: int | None, projector: Projector | None, strict: bool, random_vision: bool) -> CaseResult:
+    sent_before = backend.requests
+    # Every image is read and checked before anything is sent.
+    try:
+        messages = []
+        for turn in case.turns:
+            text = turn.text
+            if turn.role == "assistant" and case.follows:
+                previous = earlier.get(case.follows)
+                if previous is None or previous.answer is None:
+                    return CaseResult(case.name, case.what, False, f"needs the answer of {case.follows}, which failed")
+                text = previous.answer.text
+            messages.append((turn.role, text, [load_image(images[key]) for key in turn.images]))
+    except SmolconvError as exc:
+        if case.rejected and backend.requests == sent_before:
+            return CaseResult(case.name, case.what, True, "refused before sending", notes=[exc.one_line()])
+        return CaseResult(case.name, case.what, False, exc.one_line())
+    if case.rejected:
+        return CaseResult(case.name, case.what, False, "a corrupt image was accepted")
+    sent = [{"role": r, "text": t if len(t) < 300 else t[:300] + f"... ({len(t)} characters)",
+             "images": [str(i.path.name) for i in imgs]} for r, t, imgs in messages]
+
+    min_prompt = 0
+    try:
+        if case.long_prompt:
+            if not n_ctx:
+                return CaseResult(case.name, case.what, False, "the backend did not say its context size")
+            messages = [("user", _long_prompt(backend, n_ctx, case.max_tokens), [])]
+            min_prompt = int(0.9 * (n_ctx - case.max_tokens - LONG_PROMPT_MARGIN))
+        else:
+            min_prompt = sum(image_tokens(projector, image.size) for _, _, imgs in messages for image in imgs)
+        answer = backend.chat(messages, case.max_tokens)
+    except BackendError as exc:
+        return CaseResult(case.name, case.what, False, f"backend error: {exc}", turns=sent)
+    result = judge(case, answer, min_prompt_tokens=min_prompt, max_tokens=case.max_tokens, strict=strict,
+                   random_vision=random_vision)
+    result.turns = sent
+    if case.follows and answer.prompt_tokens:
+        first = earlier[case.follows].answer
+        cached = f", {answer.cached_tokens} of them reused from the cache" if answer.cached_tokens else ""
+        result.notes.append(f"turn 2 prompt {answer.prompt_tokens} tokens (turn 1: {first.prompt_tokens}){cached}: "
+                            "the first turn's image is sent again with the history and stays in the prompt")
+    if case.long_prompt:
+        result.notes.append(f"prompt {answer.prompt_tokens} tokens of num_ctx {n_ctx}")
+    return result
+
+
+def _write_report(report: SmokeReport, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _select_cases(names: tuple[str, ...]) -> tuple[SmokeCase, ...]:
+    if not names:
+        return CASES
+    unknown = [n for n in names if n not in CASE_NAMES]
+    if unknown:
+        raise SmolconvError(f"no smoke case {unknown[0]!r}", f"choose from {', '.join(CASE_NAMES)}")
+    wanted = set(names)
+    # A follow-up needs the case it follows.
+    wanted |= {c.follows for c in CASES if c.name in wanted and c.follows}
+    return tuple(c for c in CASES if c.name in wanted)
+
+
+def _random_vision(out_dir: Path | None) -> bool:
+    from smolconv.manifest import Manifest
+    from smolconv.synth import fixture_info
+
+    if out_dir is None:
+        return False
+    source = Manifest.load(out_dir).data.get("source", {})
+    info = fixture_info(Path(source["path"])) if source.get("path") else None
+    return bool(info and info.get("vision") == "random")
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+def smoke(options: SmokeOptions, toolchain=None, progress=lambda stage, fraction=None: None) -> list[SmokeReport]:
+    """Run the suite on each variant of a build (llama-server) or each packaged tag (Ollama)."""
+    if options.backend not in BACKENDS:
+        raise SmolconvError(f"unknown backend {options.backend!r}", f"use one of {', '.join(BACKENDS)}")
+    cases = _select_cases(options.cases)
+    target_dir = Path(options.target) if Path(options.target).is_dir() else None
+    report_dir = options.report_dir or ((target_dir / "smoke") if target_dir else Path("smoke"))
+    images = write_smoke_images(options.images_dir or report_dir / "images")
+    random_vision = _random_vision(target_dir)
+    step = lambda stage: progress(stage, None)  # noqa: E731
+
+    reports = []
+    for run in _runs(options, target_dir, toolchain):
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        t0 = time.monotonic()
+        with run as (backend, variant_name, projector, n_ctx):
+            info = backend.info()
+            n_ctx = n_ctx or info.get("n_ctx")
+            results = run_suite(backend, images, n_ctx=n_ctx, projector=projector, cases=cases,
+                                strict=options.strict, random_vision=random_vision, progress=step)
+        report = SmokeReport(target=options.target, variant=variant_name, backend=options.backend,
+                             backend_info=info, results=results, random_vision=random_vision, started=started,
+                             seconds=time.monotonic() - t0)
+        report.path = _write_report(report, report_dir / f"{_safe_name(variant_name)}.{options.backend}.json")
+        reports.append(report)
+    if target_dir is not None:
+        _record(target_dir, reports)
+    return reports
+
+
+def _record(out_dir: Path, reports: list[SmokeReport]) -> None:
+    from smolconv.manifest import Manifest
+
+    manifest = Manifest.load(out_dir)
+    if not manifest.data["steps"]:
+        return  # not a build directory smolconv wrote
+    record = manifest.data.setdefault("smoke", {})
+    for report in reports:
+        record[f"{report.variant}:{report.backend}"] = report.summary()
+    manifest.save()
+
+
+@contextlib.contextmanager
+def _fixed(backend, name: str, projector: Projector | None, n_ctx: int | None):
+    yield backend, name, projector, n_ctx
+
+
+@contextlib.contextmanager
+def _served(target_dir: Path, variant, options: SmokeOptions, toolchain):
+    """llama-server on one variant, for the length of that variant's suite."""
+    from smolconv.serve import ServeOptions, start_server
+
+    serve_options = ServeOptions(target_dir, variant.name, port=0, num_ctx=options.num_ctx,
+                                 settings=options.settings, threads=options.threads)
+    with start_server(serve_options, toolchain, variant=variant) as server:
+        yield LlamaServerBackend(server.url), variant.name, variant.projector, server.num_ctx
+
+
+def _runs(options: SmokeOptions, target_dir: Path | None, toolchain):
+    """One context per suite run, yielding (backend, variant name, projector, n_ctx)."""
+    from smolconv.plan import build_variants
+
+    projector = build_variants(target_dir)[0].projector if target_dir else None
+    if options.backend == "ollama":
+        for tag in _ollama_tags(options, target_dir):
+            yield _fixed(OllamaBackend(tag, options.url), tag, projector, None)
+        return
+    if options.url:
+        name = options.types[0] if options.types else "llama-server"
+        yield _fixed(LlamaServerBackend(options.url), name, projector, None)
+        return
+    if target_dir is None:
+        raise SmolconvError(f"{options.target} is not a build directory",
+                            "pass a directory `smolconv build` wrote, or --url of a running llama-server")
+    if toolchain is None:
+        raise SmolconvError("starting llama-server needs the llama.cpp toolchain", "run `smolconv setup`")
+    variants = build_variants(target_dir, options.types)
+    if not options.types:
+        variants = [v for v in variants if v.name != "F16"] or variants  # the products, not the intermediate
+    for variant in variants:
+        yield _served(target_dir, variant, options, toolchain)
+
+
+def _ollama_tags(options: SmokeOptions, target_dir: Path | None) -> list[str]:
+    if target_dir is None:
+        return [options.target]
+    from smolconv.manifest import Manifest
+
+    models = Manifest.load(target_dir).data.get("package", {}).get("models", [])
+    wanted = {t.upper() for t in options.types}
+    tags = [m["tag"] for m in models if m.get("preset", "general") == "general"
+            and (not wanted or m.get("variant", "").upper() in wanted)]
+    if not tags:
+        raise SmolconvError(f"{target_dir} has no packaged models",
+                            "run `smolconv package --create` first, or pass an Ollama model tag")
+    return tags

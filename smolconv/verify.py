@@ -1,0 +1,383 @@
+"""`smolconv verify`: measure how far the GGUF files are from the Hugging Face model, and what quantization cost.
+
+1. Text, F16 against transformers (float32) on several prompts. The same token ids go to both (so the
+   tokenizer cannot hide a model difference; it is compared on its own). llama.cpp's side is llama-server's
+   `/completion` with `n_probs` = the whole vocabulary: log-probabilities of the last position, computed by
+   llama-server from the raw logits before any sampling. Log-probabilities are logits minus one constant,
+   so both sides are centred (mean zero over the vocabulary) and compared: NMSE = Σ(a-b)² / Σb², and
+   whether the top token agrees. This uses a tool the toolchain already builds, and it is the very binary
+   that serves the model.
+2. Vision, F16 projector against the HF vision tower + connector on one tile. llama.cpp writes a projector
+   output when MTMD_DEBUG_EMBEDDINGS names a file; with --image-min/max-tokens set to one tile and an image
+   exactly one tile large, that output is the overview tile, which llama.cpp copies without resizing, so
+   both sides see the same pixels. A llama.cpp without that hook is reported as "not checked".
+3. Each quantized variant against F16 with llama-perplexity's --kl-divergence on a text smolconv ships:
+   mean KL divergence, its 99th percentile, and how often the top token is the same.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from smolconv.errors import SmolconvError
+from smolconv.plan import Variant, build_variants
+from smolconv.runner import run_tool
+from smolconv.toolchain import Toolchain
+
+KLD_TEXT = Path(__file__).parent / "data" / "kld-text.txt"
+DEFAULT_MAX_NMSE = 1e-4
+DEFAULT_MAX_KLD = {"Q8_0": 0.005, "Q5_K_M": 0.03, "Q4_K_M": 0.05}
+KLD_CTX = 512
+
+# Plain text, code and SmolVLM2's chat format (its special tokens included).
+DEFAULT_PROMPTS = (
+    "The capital of France is",
+    "<|im_start|>User: What is the capital of France?<end_of_utterance>\nAssistant:",
+    "def fibonacci(n):\n    ",
+    "Once upon a time, in a small village by the sea, there lived",
+    "<|im_start|>User: Write a haiku about autumn leaves.<end_of_utterance>\nAssistant: Crimson",
+)
+
+
+class VerifyFailed(SmolconvError):
+    exit_code = 1
+
+
+@dataclass
+class Gates:
+    max_nmse: float = DEFAULT_MAX_NMSE
+    max_vision_nmse: float = DEFAULT_MAX_NMSE
+    max_kld: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MAX_KLD))
+
+
+@dataclass
+class VerifyOptions:
+    out_dir: Path
+    checkpoint: Path | None = None      # default: the source recorded in build.json
+    types: tuple[str, ...] | None = None  # variants for the KLD table (default: every quantized one)
+    prompts: tuple[str, ...] = DEFAULT_PROMPTS
+    text: Path = KLD_TEXT
+    gates: Gates = field(default_factory=Gates)
+    vision: bool = True
+    threads: int | None = None
+
+
+@dataclass
+class PromptResult:
+    prompt: str
+    n_tokens: int
+    nmse: float
+    top1_hf: int
+    top1_gguf: int
+    tokenizer_same: bool | None
+
+    @property
+    def top1_same(self) -> bool:
+        return self.top1_hf == self.top1_gguf
+
+
+@dataclass
+class VisionResult:
+    checked: bool
+    nmse: float | None = None
+    n_tokens: int | None = None
+    reason: str = ""
+
+
+@dataclass
+class KldResult:
+    variant: str
+    mean_kld: float
+    kld_p99: float | None
+    same_top: float          # fraction of positions whose top token equals F16's
+    ppl_ratio: float | None
+    gate: float | None
+
+    @property
+    def passed(self) -> bool:
+        return self.gate is None or self.mean_kld <= self.gate
+
+
+@dataclass
+class VerifyReport:
+    text: list[PromptResult]
+    vision: VisionResult
+    kld: list[KldResult]
+    gates: Gates
+    f16_ppl: float | None = None
+    seconds: float = 0.0
+    path: Path | None = None
+
+    @property
+    def max_nmse(self) -> float:
+        return max(r.nmse for r in self.text) if self.text else math.nan
+
+    @property
+    def failures(self) -> list[str]:
+        problems = []
+        if self.text and not self.max_nmse < self.gates.max_nmse:
+            problems.append(f"F16 logits NMSE {self.max_nmse:.2e} is over the gate {self.gates.max_nmse:.0e}")
+        if self.vision.checked and not (self.vision.nmse or 0) < self.gates.max_vision_nmse:
+            problems.append(f"projector NMSE {self.vision.nmse:.2e} is over the gate "
+                            f"{self.gates.max_vision_nmse:.0e}")
+        problems += [f"{k.variant} mean KLD {k.mean_kld:.4f} is over the gate {k.gate}"
+                     for k in self.kld if not k.passed]
+        return problems
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed, "failures": self.failures, "seconds": round(self.seconds, 2),
+            "gates": asdict(self.gates),
+            "text": {"max_nmse": self.max_nmse, "top1_agree": sum(r.top1_same for r in self.text),
+                     "prompts": [asdict(r) | {"top1_same": r.top1_same} for r in self.text]},
+            "vision": asdict(self.vision),
+            "kld": {"f16_ppl": self.f16_ppl, "text": KLD_TEXT.name, "n_ctx": KLD_CTX,
+                    "variants": [asdict(k) | {"passed": k.passed} for k in self.kld]},
+        }
+
+
+def nmse(reference: np.ndarray, candidate: np.ndarray) -> float:
+    reference = np.asarray(reference, dtype=np.float64)
+    candidate = np.asarray(candidate, dtype=np.float64)
+    return float(((candidate - reference) ** 2).sum() / (reference**2).sum())
+
+
+def centred(values: np.ndarray) -> np.ndarray:
+    return values - values.mean()
+
+
+# --------------------------------------------------------------------------------------------------
+# The Hugging Face reference
+
+
+def _load_reference(checkpoint: Path):
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    # float32: the reference should carry no rounding of its own.
+    model = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=torch.float32)
+    model.eval()
+    return tokenizer, model
+
+
+def reference_logits(model, ids: list[int]) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits[0, -1].double().numpy()
+
+
+def reference_tile_embeddings(model, checkpoint: Path, pixels: np.ndarray) -> np.ndarray:
+    """The HF projector output for one tile (H×W×3 uint8), with patch positions 0..N-1.
+
+    transformers 4.55-4.57 compute the positions of a full float32 tile one bucket low (a rounding
+    regression, huggingface/transformers#41190); SmolVLM was trained with, and llama.cpp uses, the plain
+    sequence. The embeddings are therefore built here from the model's own modules."""
+    import torch
+
+    processor = json.loads((checkpoint / "preprocessor_config.json").read_text())
+    mean = np.array(processor.get("image_mean", [0.5, 0.5, 0.5]), dtype=np.float32)
+    std = np.array(processor.get("image_std", [0.5, 0.5, 0.5]), dtype=np.float32)
+    values = (pixels.astype(np.float32) / 255.0 - mean) / std
+    pixel_values = torch.tensor(values).permute(2, 0, 1)[None]
+    vision = model.model.vision_model
+    with torch.no_grad():
+        patches = vision.embeddings.patch_embedding(pixel_values).flatten(2).transpose(1, 2)
+        positions = torch.arange(patches.shape[1])[None]
+        hidden = vision.encoder(inputs_embeds=patches + vision.embeddings.position_embedding(positions))
+        hidden = vision.post_layernorm(hidden.last_hidden_state)
+        return model.model.connector(hidden)[0].double().numpy()
+
+
+# --------------------------------------------------------------------------------------------------
+# llama.cpp's side
+
+
+def gguf_logprobs(url: str, ids: list[int], n_vocab: int) -> np.ndarray:
+    response = httpx.post(f"{url}/completion", timeout=600, json={
+        "prompt": ids, "n_predict": 1, "n_probs": n_vocab, "temperature": 0, "cache_prompt": False,
+        "post_sampling_probs": False,
+    })
+    if response.status_code != 200:
+        raise SmolconvError(f"llama-server refused the logits request (HTTP {response.status_code}: "
+                            f"{response.text[:200]})", "check that the F16 GGUF loads with llama-server")
+    probs = response.json()["completion_probabilities"][0]["top_logprobs"]
+    out = np.full(n_vocab, -np.inf)
+    for entry in probs:
+        out[entry["id"]] = entry["logprob"]
+    return out
+
+
+def gguf_tokens(url: str, text: str) -> list[int]:
+    response = httpx.post(f"{url}/tokenize", json={"content": text, "add_special": False, "parse_special": True},
+                          timeout=60)
+    return response.json().get("tokens", [])
+
+
+def compare_text(variant: Variant, checkpoint: Path, prompts: tuple[str, ...], toolchain: Toolchain,
+                 tokenizer, model, threads: int | None) -> list[PromptResult]:
+    from smolconv.serve import ServeOptions, start_server
+
+    options = ServeOptions(variant.text_path.parent, variant.name, port=0, num_ctx=2048, projector=False,
+                           threads=threads)
+    results = []
+    with start_server(options, toolchain, variant=variant) as server:
+        for prompt in prompts:
+            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            reference = reference_logits(model, ids)
+            logprobs = gguf_logprobs(server.url, ids, len(reference))
+            finite = np.isfinite(logprobs)  # a probability below float's range comes back as log(0)
+            a, b = centred(reference[finite]), centred(logprobs[finite])
+            results.append(PromptResult(
+                prompt=prompt, n_tokens=len(ids), nmse=nmse(a, b),
+                top1_hf=int(np.argmax(reference)), top1_gguf=int(np.argmax(logprobs)),
+                tokenizer_same=gguf_tokens(server.url, prompt) == ids,
+            ))
+    return results
+
+
+def _test_tile(size: int) -> np.ndarray:
+    """A tile with structure at every scale: the smoke scene plus colour gradients and fine stripes."""
+    from smolconv.images import draw_scene
+
+    scene = np.asarray(draw_scene((size, size)), dtype=np.float32)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    texture = np.stack([40 * np.sin(x / 7 + y / 11), 40 * np.cos(x / 13 - y / 5), 30 * np.sin((x + 2 * y) / 3)], -1)
+    return np.clip(scene * 0.7 + texture, 0, 255).astype(np.uint8)
+
+
+def compare_vision(variant: Variant, checkpoint: Path, toolchain: Toolchain, model,
+                   threads: int | None) -> VisionResult:
+    from PIL import Image
+
+    projector = variant.projector
+    tokens = projector.tokens_per_tile
+    with tempfile.TemporaryDirectory(prefix="smolconv-verify-") as tmp:
+        tile = _test_tile(projector.image_size)
+        image_path, dump = Path(tmp) / "tile.png", Path(tmp) / "embeddings.bin"
+        Image.fromarray(tile).save(image_path)
+        args = [toolchain.tool("llama-mtmd-cli"), "-m", variant.text_path, "--mmproj", variant.projector_path,
+                "--image", image_path, "-p", "Describe.", "-n", "1", "--temp", "0",
+                "--image-min-tokens", str(tokens), "--image-max-tokens", str(tokens)]
+        if threads:
+            args += ["-t", str(threads)]
+        run_tool(args, what="encoding a test tile with llama-mtmd-cli", env={"MTMD_DEBUG_EMBEDDINGS": str(dump)},
+                 fix="check that the projector loads with llama-mtmd-cli", timeout=1800)
+        if not dump.is_file():
+            return VisionResult(False, reason="not checked: this llama.cpp does not write projector embeddings "
+                                              "(MTMD_DEBUG_EMBEDDINGS)")
+        n_tokens, n_embd = np.fromfile(dump, dtype=np.int32, count=2)
+        gguf = np.fromfile(dump, dtype=np.float32, offset=8).reshape(n_tokens, n_embd)
+    reference = reference_tile_embeddings(model, checkpoint, tile)
+    if reference.shape != gguf.shape:
+        return VisionResult(False, reason=f"not checked: llama.cpp wrote {gguf.shape}, the HF connector gives "
+                                          f"{reference.shape} (the last encoded image was not the test tile)")
+    return VisionResult(True, nmse=nmse(reference, gguf), n_tokens=int(n_tokens))
+
+
+_FLOAT = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+
+
+def parse_kld(output: str) -> dict:
+    def find(pattern: str) -> float | None:
+        # The summary lines have "name: value"; the per-chunk table's header names the same columns.
+        match = re.search(r"^\s*" + pattern + r"\s*:\s*" + _FLOAT, output, re.MULTILINE)
+        return float(match.group(1)) if match else None
+
+    mean = find(r"Mean\s+KLD")
+    same = find(r"Same top p")
+    if mean is None or same is None:
+        raise SmolconvError("llama-perplexity printed no KL divergence summary",
+                            "check its output by hand: the text may be shorter than two contexts")
+    return {"mean_kld": mean, "kld_p99": find(r"99\.0%\s+KLD"), "same_top": same / 100,
+            "ppl_ratio": find(r"Mean PPL\(Q\)/PPL\(base\)")}
+
+
+def compare_quants(base: Variant, variants: list[Variant], text: Path, gates: Gates, toolchain: Toolchain,
+                   threads: int | None) -> tuple[float | None, list[KldResult]]:
+    if not variants:
+        return None, []
+    if not text.is_file():
+        raise SmolconvError(f"text {text} does not exist", "pass a UTF-8 text file with --text")
+    perplexity = toolchain.tool("llama-perplexity")
+    common = ["-f", text, "-c", str(KLD_CTX)] + (["-t", str(threads)] if threads else [])
+    results = []
+    with tempfile.TemporaryDirectory(prefix="smolconv-kld-") as tmp:
+        logits = Path(tmp) / "f16.kld"
+        fix = f"the text must hold at least {2 * KLD_CTX} tokens; check the GGUF loads with llama-perplexity"
+        done = run_tool([perplexity, "-m", base.text_path, *common, "--kl-divergence-base", logits],
+                        what="F16 logits for the KL divergence", fix=fix, timeout=3600)
+        match = re.search(r"Final estimate: PPL = " + _FLOAT, done.output)
+        f16_ppl = float(match.group(1)) if match else None
+        for variant in variants:
+            out = run_tool([perplexity, "-m", variant.text_path, *common, "--kl-divergence-base", logits,
+                            "--kl-divergence"], what=f"KL divergence of {variant.name}", fix=fix, timeout=3600)
+            results.append(KldResult(variant=variant.name, gate=gates.max_kld.get(variant.name),
+                                     **parse_kld(out.output)))
+    return f16_ppl, results
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def verify(options: VerifyOptions, toolchain: Toolchain, progress=lambda stage, fraction=None: None) -> VerifyReport:
+    from smolconv.manifest import Manifest
+
+    started = time.monotonic()
+    out_dir = Path(options.out_dir)
+    manifest = Manifest.load(out_dir)
+    checkpoint = options.checkpoint or Path(manifest.data.get("source", {}).get("path", ""))
+    if not checkpoint or not (checkpoint / "config.json").is_file():
+        raise SmolconvError(f"the Hugging Face checkpoint of {out_dir} is not at {checkpoint}",
+                            "pass --checkpoint DIR, or run `smolconv pull` for the model again")
+    variants = {v.name: v for v in build_variants(out_dir)}
+    if "F16" not in variants:
+        raise SmolconvError(f"{out_dir} has no F16 conversion to compare",
+                            "run `smolconv convert` (verify compares F16 with the HF model)")
+    base = variants["F16"]
+    wanted = options.types if options.types is not None else tuple(n for n in variants if n != "F16")
+    missing = [t for t in wanted if t not in variants]
+    if missing:
+        raise SmolconvError(f"{out_dir} has no {missing[0]} variant", f"choose from {', '.join(variants)}")
+
+    progress("loading the Hugging Face reference (float32)", None)
+    tokenizer, model = _load_reference(checkpoint)
+    progress("F16 logits against transformers", None)
+    text = compare_text(base, checkpoint, options.prompts, toolchain, tokenizer, model, options.threads)
+    vision = VisionResult(False, reason="not checked (--no-vision)")
+    if options.vision:
+        progress("projector output against the HF connector", None)
+        vision = compare_vision(base, checkpoint, toolchain, model, options.threads)
+    del model
+    progress("KL divergence of each variant against F16", None)
+    f16_ppl, kld = compare_quants(base, [variants[t] for t in wanted], options.text, options.gates, toolchain,
+                                  options.threads)
+    report = VerifyReport(text=text, vision=vision, kld=kld, gates=options.gates, f16_ppl=f16_ppl,
+                          seconds=time.monotonic() - started)
+    report.path = out_dir / "verify.json"
+    tmp = report.path.with_name(f".verify.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    os.replace(tmp, report.path)
+    if manifest.data["steps"]:
+        manifest = Manifest.load(out_dir)
+        manifest.data["verify"] = {k: v for k, v in report.to_dict().items() if k != "text"} | {
+            "text": {"max_nmse": report.max_nmse, "top1_agree": f"{sum(r.top1_same for r in text)}/{len(text)}"}}
+        manifest.save()
+    return report

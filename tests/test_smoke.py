@@ -1,0 +1,162 @@
+"""smoke: the judging rules, image checks, and the Ollama client against the fake daemon (tests only)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from tests.fake_ollama import FakeOllama
+from smolconv.errors import SmolconvError
+from smolconv.images import load_image, write_smoke_images
+from smolconv.plan import Projector
+from smolconv.smoke import (
+    CASES,
+    Answer,
+    OllamaBackend,
+    SmokeOptions,
+    image_tokens,
+    judge,
+    run_suite,
+    smoke,
+)
+
+CASE = {c.name: c for c in CASES}
+# SmolVLM2-256M's projector: 512-pixel tiles of 16-pixel patches, pixel shuffle 4, images resized to 2048.
+PROJECTOR_256M = Projector(weight_bytes=0, image_size=512, patch_size=16, scale_factor=4, preproc_image_size=2048,
+                           n_embd=768, n_ff=3072)
+
+
+def answer(text="Paris.", finish="stop", prompt_tokens=20, completion_tokens=3) -> Answer:
+    return Answer(text=text, finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                  wall_s=0.1, ttft_s=0.05, prompt_tps=100.0, decode_tps=50.0)
+
+
+def test_an_answer_that_stops_without_template_text_passes():
+    result = judge(CASE["text_fact"], answer(" The capital of France is Paris."), min_prompt_tokens=0,
+                   max_tokens=64, strict=True, random_vision=False)
+    assert result.passed and result.expectation is True
+
+
+@pytest.mark.parametrize("leak", ["<end_of_utterance>", "<|im_start|>", "<image>", "<row_1_col_1>"])
+def test_template_text_in_an_answer_fails(leak):
+    result = judge(CASE["text_hello"], answer(f"Hi!{leak}"), min_prompt_tokens=0, max_tokens=128, strict=False,
+                   random_vision=False)
+    assert not result.passed and "template text" in result.reason
+
+
+def test_running_to_the_limit_fails_except_for_images_on_a_random_vision_tower():
+    limit = answer("la la la", finish="length", completion_tokens=160)
+    text = judge(CASE["text_hello"], limit, min_prompt_tokens=0, max_tokens=128, strict=False, random_vision=True)
+    assert not text.passed and "did not stop" in text.reason
+    real = judge(CASE["image_png"], limit, min_prompt_tokens=0, max_tokens=160, strict=False, random_vision=False)
+    assert not real.passed
+    fixture = judge(CASE["image_png"], limit, min_prompt_tokens=0, max_tokens=160, strict=False, random_vision=True)
+    assert fixture.passed and "not judged" in fixture.notes[0]
+
+
+def test_an_image_that_never_reached_the_model_fails():
+    result = judge(CASE["image_png"], answer("A house.", prompt_tokens=12), min_prompt_tokens=320, max_tokens=160,
+                   strict=False, random_vision=False)
+    assert not result.passed and "did not reach the model" in result.reason
+
+
+def test_expected_words_gate_only_when_strict():
+    wrong = answer(" The capital of France is Lyon.")
+    assert judge(CASE["text_fact"], wrong, min_prompt_tokens=0, max_tokens=64, strict=False,
+                 random_vision=False).passed
+    assert not judge(CASE["text_fact"], wrong, min_prompt_tokens=0, max_tokens=64, strict=True,
+                     random_vision=False).passed
+
+
+def test_image_tokens_follow_the_tiling():
+    # 960x240 -> 2048x512 -> 4x1 tiles + overview; 4000x3000 -> 2048x1536 -> 4x3 + 1; 1x1 -> 2048x2048 -> 16 + 1
+    assert image_tokens(PROJECTOR_256M, (960, 240)) == 5 * 64
+    assert image_tokens(PROJECTOR_256M, (4000, 3000)) == 13 * 64
+    assert image_tokens(PROJECTOR_256M, (1, 1)) == 17 * 64
+    assert image_tokens(None, (640, 480)) == 64
+
+
+def test_smoke_images_are_valid_and_the_corrupt_one_is_refused(tmp_path):
+    images = write_smoke_images(tmp_path)
+    assert load_image(images["scene_webp"]).format == "WEBP"
+    assert load_image(images["large_jpeg"]).size == (4000, 3000)
+    assert load_image(images["one_pixel_png"]).size == (1, 1)
+    with pytest.raises(SmolconvError, match="corrupt or truncated"):
+        load_image(images["corrupt_jpeg"])
+    gif = tmp_path / "x.gif"
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(gif)
+    with pytest.raises(SmolconvError, match="GIF"):
+        load_image(gif)
+    with pytest.raises(SmolconvError, match="does not exist"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_webp_goes_to_llama_server_as_png(tmp_path):
+    from smolconv.smoke import LlamaServerBackend
+
+    images = write_smoke_images(tmp_path)
+    webp, jpeg = load_image(images["scene_webp"]), load_image(images["scene_jpeg"])
+    parts = LlamaServerBackend.content("Describe.", [webp, jpeg])
+    assert parts[0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert parts[1]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+    assert parts[2] == {"type": "text", "text": "Describe."}
+
+
+def test_ollama_client_sends_base64_images_and_reads_the_stream(tmp_path):
+    images = write_smoke_images(tmp_path)
+    with FakeOllama() as fake:
+        fake.state.models["smolvlm2:test"] = {"parameters": "num_ctx 4096\nstop \"<end_of_utterance>\"",
+                                              "capabilities": ["completion", "vision"]}
+        backend = OllamaBackend("smolvlm2:test", fake.host)
+        info = backend.info()
+        assert info["ollama"] == "0.33.0" and info["n_ctx"] == 4096 and info["vision"] is True
+        png = load_image(images["scene_png"])
+        got = backend.chat([("user", "Describe this image.", [png])], max_tokens=32)
+    request = fake.state.chats[0]
+    assert request["stream"] is True and request["options"]["num_predict"] == 32
+    assert request["options"]["temperature"] == 0
+    assert base64.b64decode(request["messages"][0]["images"][0]) == png.data
+    assert got.text == "The house is red." and got.finish_reason == "stop"
+    assert got.prompt_tokens == 3 + 400 and got.completion_tokens == 3
+    assert got.decode_tps == pytest.approx(3 / 0.25) and got.prompt_tps == pytest.approx(403 / 0.5)
+    assert got.ttft_s is not None and got.ttft_s <= got.wall_s
+    assert got.stats["done_reason"] == "stop" and got.stats["eval_duration"] == 250_000_000
+
+
+def test_suite_on_the_fake_ollama_refuses_the_corrupt_image_before_sending(tmp_path):
+    with FakeOllama() as fake:
+        fake.state.models["smolvlm2:test"] = {"parameters": "num_ctx 4096", "capabilities": ["vision"]}
+        wanted = tuple(c for c in CASES if c.name in ("image_jpeg", "follow_up", "corrupt_image"))
+        results = run_suite(OllamaBackend("smolvlm2:test", fake.host), write_smoke_images(tmp_path), n_ctx=4096,
+                            projector=PROJECTOR_256M, cases=wanted)
+    by_name = {r.name: r for r in results}
+    assert all(r.passed for r in results), [(r.name, r.reason) for r in results]
+    assert by_name["corrupt_image"].reason == "refused before sending"
+    assert len(fake.state.chats) == 2  # the corrupt case sent nothing
+    follow_up = fake.state.chats[1]["messages"]
+    assert [m["role"] for m in follow_up] == ["user", "assistant", "user"]
+    assert follow_up[1]["content"] == "The house is red." and len(follow_up[0]["images"]) == 1
+
+
+def test_a_stream_that_runs_to_the_limit_fails_and_the_report_is_written(tmp_path):
+    with FakeOllama() as fake:
+        fake.state.models["smolvlm2:test"] = {"parameters": "num_ctx 2048", "capabilities": ["vision"]}
+        fake.state.done_reason = "length"
+        reports = smoke(SmokeOptions("smolvlm2:test", backend="ollama", url=fake.host, cases=("text_hello",),
+                                     report_dir=tmp_path))
+    assert not reports[0].passed and "did not stop" in reports[0].results[0].reason
+    import json
+
+    saved = json.loads(reports[0].path.read_text())
+    assert saved["passed"] is False and saved["backend_info"]["ollama"] == "0.33.0"
+    assert saved["cases"][0]["answer"]["stats"]["done_reason"] == "length"
+
+
+def test_unknown_case_and_backend_are_one_line_errors():
+    with pytest.raises(SmolconvError, match="no smoke case 'nope'"):
+        smoke(SmokeOptions("x", cases=("nope",)))
+    with pytest.raises(SmolconvError, match="unknown backend"):
+        smoke(SmokeOptions("x", backend="vllm"))
