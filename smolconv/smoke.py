@@ -601,14 +601,18 @@ def _runs(options: SmokeOptions, target_dir: Path | None, toolchain):
     """One context per suite run, yielding (backend, variant name, projector, n_ctx)."""
     from smolconv.plan import build_variants
 
-    projector = build_variants(target_dir)[0].projector if target_dir else None
+    def projector() -> Projector | None:
+        # Only for the backends below that get no variant; a served variant carries its own projector.
+        return build_variants(target_dir)[0].projector if target_dir else None
+
     if options.backend == "ollama":
+        shared = projector()
         for tag in _ollama_tags(options, target_dir):
-            yield _fixed(OllamaBackend(tag, options.url), tag, projector, None)
+            yield _fixed(OllamaBackend(tag, options.url), tag, shared, None)
         return
     if options.url:
         name = options.types[0] if options.types else "llama-server"
-        yield _fixed(LlamaServerBackend(options.url), name, projector, None)
+        yield _fixed(LlamaServerBackend(options.url), name, projector(), None)
         return
     if target_dir is None:
         raise SmolconvError(f"{options.target} is not a build directory",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from smolconv.serve import free_port
 from smolconv.synth import SynthOptions, synth_checkpoint
 from smolconv.toolchain import SetupOptions, Toolchain, setup_toolchain
 
@@ -41,12 +41,6 @@ def build_256m_q4_q8(toolchain, fixture_256m, tmp_path_factory) -> Path:
     build(BuildOptions(model=str(fixture_256m), out_dir=out, types=("Q4_K_M", "Q8_0"), presets=("general",)),
           toolchain)
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
