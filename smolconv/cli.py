@@ -157,6 +157,9 @@ MmprojTypeOption = Annotated[str | None, typer.Option(
     "--mmproj-type", help="Also quantize the vision projector (e.g. Q8_0); the f16 projector stays the default.")]
 ThreadsOption = Annotated[int | None, typer.Option("--threads", help="Threads for llama-quantize.")]
 VramOption = Annotated[str, typer.Option("--vram", help="The GPU's memory: 8GiB for an RTX 4070.")]
+MaxKldOption = Annotated[list[str] | None, typer.Option(
+    "--max-kld", help="KLD gate TYPE=VALUE, repeatable. Defaults for real checkpoints: Q8_0=0.005 Q5_K_M=0.03 "
+    "Q4_K_M=0.05; a smolconv fixture is measured but not gated unless you give one.")]
 ReserveOption = Annotated[str, typer.Option("--reserve", help="VRAM left free for the desktop and other programs.")]
 KvTypeOption = Annotated[str, typer.Option("--kv-type", help="KV cache type: f16 or q8_0 (OLLAMA_KV_CACHE_TYPE).")]
 NumCtxOption = Annotated[int | None, typer.Option(
@@ -271,10 +274,15 @@ def build(
     kv_type: KvTypeOption = "f16",
     create: Annotated[bool, typer.Option("--create", help="Also create the models in Ollama.")] = False,
     via: Annotated[str, typer.Option("--via", help="auto, cli or api (see `smolconv package`).")] = "auto",
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="End with `smolconv verify`.")] = True,
+    max_kld: MaxKldOption = None,
+    smoke: Annotated[bool, typer.Option("--smoke/--no-smoke", help="End with `smolconv smoke`.")] = True,
+    backend: Annotated[str, typer.Option(
+        "--backend", help="Smoke on llama-server (started per variant) or ollama (needs --create).")] = "llama-server",
     force: ForceOption = False,
     llama_cpp: LlamaCppOption = None,
 ) -> None:
-    """Run pull → convert → quantize → plan → package; unchanged steps are skipped (see build.json)."""
+    """Run pull → convert → quantize → plan → package → verify → smoke; unchanged steps are skipped (build.json)."""
     from smolconv.pipeline import BuildOptions
     from smolconv.pipeline import build as build_pipeline
     from smolconv.quantize import DEFAULT_TYPES
@@ -282,9 +290,11 @@ def build(
     options = BuildOptions(
         model=model, out_dir=out, revision=revision, outtype=outtype, types=tuple(types or DEFAULT_TYPES),
         imatrix=imatrix, imatrix_text=imatrix_text, mmproj_type=mmproj_type, threads=threads, force=force,
-        local_files_only=offline, presets=tuple(presets or ()), name=name, create=create, via=via)
+        local_files_only=offline, presets=tuple(presets or ()), name=name, create=create, via=via,
+        verify=verify, smoke=smoke, backend=backend)
     try:
         options.settings = _plan_settings(vram, reserve, "512MiB", kv_type, None)
+        options.gates = _gates(1e-4, max_kld)
     except SmolconvError as exc:
         raise _fail(exc) from None
     result = _run_stage(llama_cpp, lambda toolchain, progress: build_pipeline(options, toolchain, progress))
@@ -296,7 +306,21 @@ def build(
         _print_plans([m.plan for m in result.packaged.models if m.preset == result.packaged.models[0].preset],
                      "plan (num_ctx and num_gpu written into the Modelfiles)")
         _print_packaged(result.packaged)
+    if result.verified:
+        _print_verify(result.verified)
+    elif result.verify_reused:
+        console.print("verify: passed before on these same files (build.json); `smolconv verify` reruns it",
+                      highlight=False)
+    for report in result.smoked:
+        _print_smoke(report)
+    if result.smoke_reused:
+        console.print(f"smoke: {', '.join(result.smoke_reused)} passed before on these same files (build.json); "
+                      "`smolconv smoke` reruns it", highlight=False, soft_wrap=True)
     console.print(f"build record: {result.out_dir / 'build.json'}", soft_wrap=True, highlight=False)
+    if not result.passed:
+        err_console.print(f"[bold red]build checks failed[/] {'; '.join(result.failures)}", highlight=False,
+                          soft_wrap=True)
+        raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -556,10 +580,8 @@ def smoke(
         raise typer.Exit(1)
 
 
-def _parse_gates(max_kld: list[str] | None):
-    from smolconv.verify import DEFAULT_MAX_KLD
-
-    gates = dict(DEFAULT_MAX_KLD)
+def _parse_gates(max_kld: list[str] | None) -> dict[str, float]:
+    gates = {}
     for item in max_kld or ():
         name, _, value = item.partition("=")
         try:
@@ -567,6 +589,12 @@ def _parse_gates(max_kld: list[str] | None):
         except ValueError:
             raise SmolconvError(f"--max-kld {item!r} is not TYPE=NUMBER", "write e.g. --max-kld Q4_K_M=0.1") from None
     return gates
+
+
+def _gates(max_nmse: float, max_kld: list[str] | None):
+    from smolconv.verify import Gates
+
+    return Gates(max_nmse=max_nmse, max_vision_nmse=max_nmse, max_kld=_parse_gates(max_kld))
 
 
 def _print_verify(report) -> None:
@@ -590,7 +618,8 @@ def _print_verify(report) -> None:
         for k in report.kld:
             kld.add_row(k.variant, f"{k.mean_kld:.4f}", "" if k.kld_p99 is None else f"{k.kld_p99:.4f}",
                         f"{100 * k.same_top:.1f}%", "" if k.ppl_ratio is None else f"{k.ppl_ratio:.4f}",
-                        "" if k.gate is None else f"≤ {k.gate}", "[green]pass[/]" if k.passed else "[bold red]FAIL[/]")
+                        "not gated" if k.gate is None else f"≤ {k.gate}",
+                        "[green]pass[/]" if k.passed else "[bold red]FAIL[/]")
         console.print(kld)
     console.print(f"report: {report.path}", highlight=False, soft_wrap=True)
 
@@ -602,19 +631,18 @@ def verify(
         "--checkpoint", help="The HF checkpoint (default: the one build.json records).")] = None,
     types: TypesOption = None,
     max_nmse: Annotated[float, typer.Option("--max-nmse", help="Gate for the F16 logits.")] = 1e-4,
-    max_kld: Annotated[list[str] | None, typer.Option(
-        "--max-kld", help="Gate TYPE=VALUE, repeatable (defaults Q8_0=0.005 Q5_K_M=0.03 Q4_K_M=0.05).")] = None,
+    max_kld: MaxKldOption = None,
     text: Annotated[Path | None, typer.Option("--text", help="Text for the KL divergence (default: shipped).")] = None,
     vision: Annotated[bool, typer.Option("--vision/--no-vision", help="Also compare the projector.")] = True,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for llama.cpp.")] = None,
     llama_cpp: LlamaCppOption = None,
 ) -> None:
     """Compare F16 with transformers (NMSE, top-1) and each variant with F16 (KL divergence); exit 1 over a gate."""
-    from smolconv.verify import KLD_TEXT, Gates, VerifyOptions
+    from smolconv.verify import KLD_TEXT, VerifyOptions
     from smolconv.verify import verify as verify_stage
 
     try:
-        gates = Gates(max_nmse=max_nmse, max_vision_nmse=max_nmse, max_kld=_parse_gates(max_kld))
+        gates = _gates(max_nmse, max_kld)
     except SmolconvError as exc:
         raise _fail(exc) from None
     options = VerifyOptions(out, checkpoint=checkpoint, types=tuple(t.upper() for t in types) if types else None,

@@ -1,17 +1,30 @@
-"""`smolconv build`: pull → convert → quantize → plan → package, each step skipped when build.json says it is done."""
+"""`smolconv build`: pull → convert → quantize → plan → package → verify → smoke.
+
+Each step is skipped when build.json says it is done: the file steps by their input and parameter hashes,
+verify and smoke when the files they checked, their settings and the llama.cpp commit are unchanged and
+they passed. A check that fails does not remove anything: the files are complete, the record says what
+failed, and `BuildResult.passed` is False (the CLI exits 1).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import hashlib
+import json
+
 from smolconv.convert import ConvertOptions, ConvertResult, convert
+from smolconv.errors import SmolconvError
+from smolconv.manifest import Manifest
 from smolconv.package import PackageOptions, PackageResult, package
 from smolconv.plan import PlanSettings
 from smolconv.progress import ProgressFn, no_progress
 from smolconv.pull import PullOptions, Source, pull
 from smolconv.quantize import DEFAULT_TYPES, QuantizeOptions, QuantizeResult, check_request, quantize
+from smolconv.smoke import BACKENDS, SmokeOptions, SmokeReport, smoke
 from smolconv.toolchain import Toolchain
+from smolconv.verify import Gates, VerifyOptions, VerifyReport, verify
 
 
 @dataclass
@@ -33,6 +46,11 @@ class BuildOptions:
     name: str | None = None
     create: bool = False
     via: str = "auto"
+    # verify + smoke
+    verify: bool = True
+    gates: Gates = field(default_factory=Gates)
+    smoke: bool = True
+    backend: str = "llama-server"   # ollama: smoke the models `--create` made
 
 
 @dataclass
@@ -42,6 +60,24 @@ class BuildResult:
     converted: ConvertResult
     quantized: QuantizeResult = field(default_factory=QuantizeResult)
     packaged: PackageResult | None = None
+    verified: VerifyReport | None = None
+    verify_reused: bool = False
+    smoked: list[SmokeReport] = field(default_factory=list)
+    smoke_reused: list[str] = field(default_factory=list)  # variants whose passing smoke record was kept
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def check_build_request(options: BuildOptions) -> None:
+    """Refuse a combination that would fail only after the long steps."""
+    if options.smoke and options.backend not in BACKENDS:
+        raise SmolconvError(f"unknown backend {options.backend!r}", f"use one of {', '.join(BACKENDS)}")
+    if options.smoke and options.backend == "ollama" and not options.create:
+        raise SmolconvError("smoke on Ollama needs the models created first",
+                            "add --create, or use --backend llama-server")
 
 
 def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no_progress) -> BuildResult:
@@ -49,6 +85,7 @@ def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no
                                        imatrix_text=options.imatrix_text, mmproj_type=options.mmproj_type,
                                        threads=options.threads, force=options.force)
     check_request(quantize_options, toolchain)  # a typo in --type fails now, not after a long conversion
+    check_build_request(options)
     progress(f"pulling {options.model}", None)
     source = pull(PullOptions(options.model, revision=options.revision, local_files_only=options.local_files_only))
     out_dir = Path(options.out_dir) if options.out_dir else Path("out") / source.name
@@ -64,4 +101,73 @@ def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no
     packaged = package(PackageOptions(out_dir, types=built, presets=options.presets, name=options.name,
                                       settings=options.settings, force=options.force, create=options.create,
                                       via=options.via), progress)
-    return BuildResult(source=source, out_dir=out_dir, converted=converted, quantized=quantized, packaged=packaged)
+    result = BuildResult(source=source, out_dir=out_dir, converted=converted, quantized=quantized,
+                         packaged=packaged)
+    if options.verify:
+        run_verify(options, out_dir, built, toolchain, progress, result)
+    if options.smoke:
+        run_smoke(options, out_dir, built, toolchain, progress, result)
+    return result
+
+
+def _check_key(manifest: Manifest, files: list[str], params: dict) -> str:
+    """What a check depends on: the files it ran (by sha256), its settings, smolconv and llama.cpp."""
+    from smolconv import __version__
+
+    blob = {"files": {name: manifest.data["outputs"].get(name, {}).get("sha256") for name in files},
+            "params": params, "smolconv": __version__,
+            "llama_cpp": manifest.data.get("llama_cpp", {}).get("commit")}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _variant_files(out_dir: Path, names: tuple[str, ...]) -> list[str]:
+    from smolconv.plan import build_variants
+
+    files = set()
+    for variant in build_variants(out_dir, names):
+        files |= {variant.text_path.name, variant.projector_path.name}
+    return sorted(files)
+
+
+def run_verify(options: BuildOptions, out_dir: Path, built: tuple[str, ...], toolchain: Toolchain,
+               progress: ProgressFn, result: BuildResult) -> None:
+    manifest = Manifest.load(out_dir)
+    key = _check_key(manifest, _variant_files(out_dir, ("F16", *built)),
+                     {"gates": options.gates, "types": built, "source": manifest.data.get("source", {}).get("files")})
+    record = manifest.data.get("verify", {})
+    if not options.force and record.get("key") == key and record.get("passed"):
+        result.verify_reused = True
+        return
+    report = verify(VerifyOptions(out_dir, types=built, gates=options.gates, threads=options.threads),
+                    toolchain, progress)
+    manifest = Manifest.load(out_dir)
+    manifest.data["verify"]["key"] = key
+    manifest.save()
+    result.verified = report
+    result.failures += [f"verify: {failure}" for failure in report.failures]
+
+
+def run_smoke(options: BuildOptions, out_dir: Path, built: tuple[str, ...], toolchain: Toolchain,
+              progress: ProgressFn, result: BuildResult) -> None:
+    manifest = Manifest.load(out_dir)
+    records = manifest.data.get("smoke", {})
+    keys, todo = {}, []
+    for name in built:
+        keys[name] = _check_key(manifest, _variant_files(out_dir, (name,)),
+                                {"backend": options.backend, "settings": options.settings})
+        record = records.get(f"{name}:{options.backend}", {})
+        if not options.force and record.get("key") == keys[name] and record.get("passed"):
+            result.smoke_reused.append(name)
+        else:
+            todo.append(name)
+    if not todo:
+        return
+    reports = smoke(SmokeOptions(str(out_dir), backend=options.backend, types=tuple(todo), settings=options.settings,
+                                 threads=options.threads), toolchain, progress)
+    manifest = Manifest.load(out_dir)
+    for report in reports:
+        manifest.data["smoke"][f"{report.variant}:{report.backend}"]["key"] = keys.get(report.variant)
+    manifest.save()
+    result.smoked = reports
+    result.failures += [f"smoke {r.variant}: {', '.join(c.name for c in r.results if not c.passed)} failed"
+                        for r in reports if not r.passed]

@@ -37,7 +37,7 @@ OLLAMA_IMAGE_TOKENS_BUDGET = 768  # tokens Ollama assumes per image when it trun
 OLLAMA_MIN_VISION_CTX = 2048
 
 KV_TYPES = {"f16": 2.0, "q8_0": 34 / 32}  # bytes per element
-VIDEO_MAX_FRAMES = 64  # SmolVLM2 samples video at 1 fps, at most 64 frames, one tile each
+VIDEO_MAX_FRAMES = 64  # SmolVLM2 samples video at 1 fps, at most 64 frames
 
 
 # --------------------------------------------------------------------------------------------------
@@ -78,20 +78,44 @@ class Projector:
         patches = self.image_size // self.patch_size
         return (patches * patches) // (self.scale_factor * self.scale_factor)
 
+    def grid(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Columns and rows of tiles for an image of `size` (w, h): llama.cpp and transformers resize its long
+        side to the preprocessor's longest edge (up or down), then cut image_size tiles."""
+        w, h = size
+        scale = self.preproc_image_size / max(w, h)
+        return (math.ceil(max(1, round(w * scale)) / self.image_size),
+                math.ceil(max(1, round(h * scale)) / self.image_size))
+
+    def tiles(self, size: tuple[int, int]) -> int:
+        """The grid's tiles plus one overview of the whole image (a single tile has no overview)."""
+        cols, rows = self.grid(size)
+        return cols * rows + (1 if cols * rows > 1 else 0)
+
+    def image_tokens(self, size: tuple[int, int]) -> int:
+        """Prompt tokens of one image, as SmolVLM's processor lays it out (llama.cpp's mtmd does the same):
+        each tile is <fake_token_around_image><row_r_col_c> and its tokens, each row of tiles ends in a
+        newline, then a newline, <fake_token_around_image><global-img> and the overview, and a closing
+        <fake_token_around_image>. A single tile is just <fake…><global-img>, its tokens, <fake…>."""
+        cols, rows = self.grid(size)
+        tile = self.tokens_per_tile + 2
+        if cols * rows == 1:
+            return tile + 1
+        return cols * rows * tile + rows + 1 + tile + 1
+
     @property
     def max_tiles(self) -> int:
-        """Tiles of the largest (square) image: a grid of image_size tiles plus one global view."""
-        grid = math.ceil(self.preproc_image_size / self.image_size)
-        return grid * grid + 1 if grid > 1 else 1
+        """Tiles of the largest (square) image."""
+        return self.tiles((self.image_size, self.image_size))
 
     @property
     def max_image_tokens(self) -> int:
-        # Each tile is wrapped in <fake_token_around_image><row_r_col_c> (or <global-img>), one closing token.
-        return self.max_tiles * (self.tokens_per_tile + 2) + 1
+        return self.image_tokens((self.image_size, self.image_size))
 
     @property
     def video_frame_tokens(self) -> int:
-        return self.tokens_per_tile + 2
+        """A 16:9 frame. transformers gives a video frame one tile, but llama.cpp (and so Ollama) has no
+        video input: frames go in as images and are tiled like any image (13 tiles at 16:9)."""
+        return self.image_tokens((16, 9))
 
 
 @dataclass(frozen=True)

@@ -15,32 +15,25 @@ stop: there, for image cases only, running to the limit is reported and not judg
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
-import math
 import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, UTC
 from pathlib import Path
-from typing import Protocol
-
-import httpx
 
 from smolconv import __version__
+from smolconv.chat import SAMPLING, Answer, Backend, BackendError, LlamaServerBackend, Message, OllamaBackend
 from smolconv.errors import SmolconvError
-from smolconv.images import ImageFile, load_image, write_smoke_images
+from smolconv.images import load_image, write_smoke_images
 from smolconv.plan import PlanSettings, Projector
 
 BACKENDS = ("llama-server", "ollama")
 # Text that must never reach a user: SmolVLM2's template and image tokens, and SmolLM2's ChatML.
 TEMPLATE_TOKENS = ("<end_of_utterance>", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<image>",
                    "<fake_token_around_image>", "<global-img>", "<row_")
-# Sampling for every case: greedy and seeded, so a rerun asks the same thing and gets the same answer.
-# repeat_penalty is the `general` preset's, which is what an Ollama user of the packaged model gets.
-SAMPLING = {"temperature": 0.0, "seed": 0, "repeat_penalty": 1.1}
 LONG_PROMPT_MARGIN = 64  # tokens left free beside max_tokens, for the template around the message
 
 
@@ -103,205 +96,6 @@ CASE_NAMES = tuple(c.name for c in CASES)
 
 
 # --------------------------------------------------------------------------------------------------
-# What a backend returns
-
-
-@dataclass
-class Answer:
-    text: str
-    finish_reason: str | None      # "stop" (end of utterance or a stop string) or "length" (the limit)
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    wall_s: float
-    ttft_s: float | None           # time to the first streamed token (to the end, for an empty answer)
-    prompt_tps: float | None
-    decode_tps: float | None
-    cached_tokens: int | None = None
-    image_encode_s: float | None = None  # neither backend reports it apart from prompt time
-    stats: dict = field(default_factory=dict)  # the backend's own numbers, as it gave them
-
-
-class BackendError(Exception):
-    """The backend refused or failed one request (the case fails; the suite goes on)."""
-
-
-class Backend(Protocol):
-    name: str
-
-    def info(self) -> dict: ...
-
-    def chat(self, messages: list[tuple[str, str, list[ImageFile]]], max_tokens: int) -> Answer: ...
-
-
-class LlamaServerBackend:
-    """llama-server's OpenAI-compatible chat endpoint, streamed (for the time to the first token)."""
-
-    name = "llama-server"
-
-    def __init__(self, url: str, timeout: float = 900):
-        self.url = url.rstrip("/")
-        self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=10))
-        self.requests = 0
-
-    def info(self) -> dict:
-        try:
-            props = self.client.get(f"{self.url}/props").json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise SmolconvError(f"no llama-server answers at {self.url} ({exc})",
-                                "start one with `smolconv serve`, or leave out --url") from None
-        settings = props.get("default_generation_settings", {})
-        return {"url": self.url, "build": props.get("build_info"), "model": props.get("model_path"),
-                "n_ctx": settings.get("n_ctx") or props.get("n_ctx"),
-                "vision": (props.get("modalities") or {}).get("vision")}
-
-    @staticmethod
-    def content(text: str, images: list[ImageFile]) -> list[dict] | str:
-        if not images:
-            return text
-        parts = []
-        for image in images:
-            data, mime = (image.as_png(), "image/png") if image.format == "WEBP" else (image.data, image.mime)
-            parts.append({"type": "image_url",
-                          "image_url": {"url": f"data:{mime};base64,{base64.b64encode(data).decode()}"}})
-        return parts + [{"type": "text", "text": text}]
-
-    def chat(self, messages, max_tokens: int) -> Answer:
-        self.requests += 1
-        body = {
-            "messages": [{"role": role, "content": self.content(text, images)} for role, text, images in messages],
-            "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True},
-            **SAMPLING,
-        }
-        text, finish, usage, timings = [], None, {}, {}
-        start = time.monotonic()
-        first = None
-        try:
-            with self.client.stream("POST", f"{self.url}/v1/chat/completions", json=body) as response:
-                if response.status_code != 200:
-                    response.read()
-                    raise BackendError(_error_text(response))
-                for line in response.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == "[DONE]":
-                        break
-                    chunk = json.loads(payload)
-                    if "error" in chunk:
-                        raise BackendError(str(chunk["error"].get("message", chunk["error"])))
-                    for choice in chunk.get("choices", []):
-                        piece = (choice.get("delta") or {}).get("content")
-                        if piece:
-                            text.append(piece)
-                            first = first or time.monotonic()
-                        if choice.get("finish_reason"):
-                            finish = choice["finish_reason"]
-                            first = first or time.monotonic()
-                    usage = chunk.get("usage") or usage
-                    timings = chunk.get("timings") or timings
-        except httpx.HTTPError as exc:
-            raise BackendError(f"request failed: {exc}") from None
-        wall = time.monotonic() - start
-        return Answer(
-            text="".join(text), finish_reason=finish,
-            prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"),
-            wall_s=wall, ttft_s=(first - start) if first else None,
-            prompt_tps=timings.get("prompt_per_second"), decode_tps=timings.get("predicted_per_second"),
-            cached_tokens=(usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
-            stats={"usage": usage, "timings": timings},
-        )
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        error = response.json().get("error")
-        message = error.get("message") if isinstance(error, dict) else error
-    except ValueError:
-        message = response.text[:200]
-    return f"HTTP {response.status_code}: {message}"
-
-
-class OllamaBackend:
-    """Ollama's `/api/chat` through the official client, streamed; images go as raw bytes (base64 on the wire)."""
-
-    name = "ollama"
-
-    def __init__(self, model: str, host: str | None = None, timeout: float = 900):
-        import ollama
-
-        from smolconv.ollama_api import ollama_host
-
-        self.model = model
-        self.host = host or ollama_host()
-        self.client = ollama.Client(host=self.host, timeout=timeout)
-        self.requests = 0
-
-    def info(self) -> dict:
-        import ollama
-
-        from smolconv.ollama_api import OllamaHTTP
-
-        with OllamaHTTP(self.host) as api:
-            version = api.version()
-        try:
-            shown = self.client.show(self.model)
-        except ollama.ResponseError as exc:
-            raise SmolconvError(f"Ollama at {self.host} has no model {self.model} ({exc.error})",
-                                "create it with `smolconv package --create`, or check the tag") from None
-        parameters = shown.parameters or ""
-        match = re.search(r"^num_ctx\s+(\d+)", parameters, re.MULTILINE)
-        return {"url": self.host, "ollama": version, "model": self.model,
-                "n_ctx": int(match.group(1)) if match else None,
-                "vision": "vision" in (shown.capabilities or [])}
-
-    def chat(self, messages, max_tokens: int) -> Answer:
-        import ollama
-
-        self.requests += 1
-        wire = []
-        for role, text, images in messages:
-            message = {"role": role, "content": text}
-            if images:
-                message["images"] = [ollama.Image(value=image.data) for image in images]
-            wire.append(message)
-        options = {"num_predict": max_tokens, "temperature": SAMPLING["temperature"], "seed": SAMPLING["seed"]}
-        text, final = [], None
-        start = time.monotonic()
-        first = None
-        try:
-            for chunk in self.client.chat(model=self.model, messages=wire, stream=True, options=options):
-                piece = chunk.message.content if chunk.message else ""
-                if piece:
-                    text.append(piece)
-                    first = first or time.monotonic()
-                if chunk.done:
-                    first = first or time.monotonic()
-                    final = chunk
-        except ollama.ResponseError as exc:
-            raise BackendError(f"HTTP {exc.status_code}: {exc.error}") from None
-        except (httpx.HTTPError, ConnectionError) as exc:
-            raise BackendError(f"request failed: {exc}") from None
-        wall = time.monotonic() - start
-        if final is None:
-            raise BackendError("the stream ended without a final (done) message")
-        stats = {k: getattr(final, k, None) for k in ("done_reason", "total_duration", "load_duration",
-                                                      "prompt_eval_count", "prompt_eval_duration",
-                                                      "eval_count", "eval_duration")}
-        return Answer(
-            text="".join(text), finish_reason=final.done_reason,
-            prompt_tokens=final.prompt_eval_count, completion_tokens=final.eval_count,
-            wall_s=wall, ttft_s=(first - start) if first else None,
-            prompt_tps=_rate(final.prompt_eval_count, final.prompt_eval_duration),
-            decode_tps=_rate(final.eval_count, final.eval_duration),
-            stats=stats,
-        )
-
-
-def _rate(count: int | None, duration_ns: int | None) -> float | None:
-    return count / (duration_ns / 1e9) if count and duration_ns else None
-
-
-# --------------------------------------------------------------------------------------------------
 # Judging
 
 
@@ -322,18 +116,11 @@ class CaseResult:
 
 
 def image_tokens(projector: Projector | None, size: tuple[int, int]) -> int:
-    """A lower bound on the prompt tokens one image becomes: its tiles times the tokens of a tile.
-
-    llama.cpp and transformers resize the long side to the preprocessor's longest edge, cut tiles of the
-    encoder's size and add one overview (SmolVLM's `size.longest_edge` / `max_image_size`)."""
+    """A lower bound on the prompt tokens one image becomes: its tiles times the tokens of a tile
+    (the wrapper tokens around each tile are left out)."""
     if projector is None:
         return 64  # the smallest tile SmolVLM2 makes (256M and 500M); 2.2B's are 81
-    w, h = size
-    scale = projector.preproc_image_size / max(w, h)
-    grid_w = math.ceil(max(1, round(w * scale)) / projector.image_size)
-    grid_h = math.ceil(max(1, round(h * scale)) / projector.image_size)
-    tiles = grid_w * grid_h + (1 if grid_w * grid_h > 1 else 0)
-    return tiles * projector.tokens_per_tile
+    return projector.tiles(size) * projector.tokens_per_tile
 
 
 def judge(case: SmokeCase, answer: Answer, *, min_prompt_tokens: int, max_tokens: int, strict: bool,
@@ -434,7 +221,7 @@ def _long_prompt(backend: Backend, n_ctx: int, max_tokens: int) -> str:
     question = "\n\nWhat colour is the house in the text above? Answer in one short sentence."
     counts = []
     for n in (8, 16):
-        answer = backend.chat([("user", _filler(n) + question, [])], 1)
+        answer = backend.chat([Message.of("user", _filler(n) + question)], 1)
         if not answer.prompt_tokens:
             raise BackendError("the backend does not report prompt token counts")
         counts.append(answer.prompt_tokens)
@@ -469,25 +256,25 @@ def run_case(backend: Backend, case: SmokeCase, images: dict[str, Path], earlier
                 if previous is None or previous.answer is None:
                     return CaseResult(case.name, case.what, False, f"needs the answer of {case.follows}, which failed")
                 text = previous.answer.text
-            messages.append((turn.role, text, [load_image(images[key]) for key in turn.images]))
+            messages.append(Message.of(turn.role, text, [load_image(images[key]) for key in turn.images]))
     except SmolconvError as exc:
         if case.rejected and backend.requests == sent_before:
             return CaseResult(case.name, case.what, True, "refused before sending", notes=[exc.one_line()])
         return CaseResult(case.name, case.what, False, exc.one_line())
     if case.rejected:
         return CaseResult(case.name, case.what, False, "a corrupt image was accepted")
-    sent = [{"role": r, "text": t if len(t) < 300 else t[:300] + f"... ({len(t)} characters)",
-             "images": [str(i.path.name) for i in imgs]} for r, t, imgs in messages]
+    sent = [{"role": m.role, "text": m.text if len(m.text) < 300 else m.text[:300] + f"... ({len(m.text)} characters)",
+             "images": [str(i.path.name) for i in m.images]} for m in messages]
 
     min_prompt = 0
     try:
         if case.long_prompt:
             if not n_ctx:
                 return CaseResult(case.name, case.what, False, "the backend did not say its context size")
-            messages = [("user", _long_prompt(backend, n_ctx, case.max_tokens), [])]
+            messages = [Message.of("user", _long_prompt(backend, n_ctx, case.max_tokens))]
             min_prompt = int(0.9 * (n_ctx - case.max_tokens - LONG_PROMPT_MARGIN))
         else:
-            min_prompt = sum(image_tokens(projector, image.size) for _, _, imgs in messages for image in imgs)
+            min_prompt = sum(image_tokens(projector, image.size) for m in messages for image in m.images)
         answer = backend.chat(messages, case.max_tokens)
     except BackendError as exc:
         return CaseResult(case.name, case.what, False, f"backend error: {exc}", turns=sent)

@@ -17,6 +17,7 @@ from gguf import GGUFReader
 from smolconv.hashing import sha256_file
 from smolconv.models import END_OF_UTTERANCE_ID
 from smolconv.pipeline import BuildOptions, build
+from smolconv.plan import build_variants
 from tests.conftest import chat_with_llama_server, run_cli, write_test_image
 
 pytestmark = pytest.mark.slow
@@ -41,7 +42,7 @@ def test_build_writes_every_variant_and_a_manifest(built_256m, fixture_256m):
     modelfiles = [f"smolvlm2-256m-{q}{p}.Modelfile" for q in ("q4_K_M", "q5_K_M", "q8_0")
                   for p in ("", "-caption", "-ocr", "-vqa")]
     assert names == sorted([*(f"{NAME}-{v}.gguf" for v in VARIANTS), f"mmproj-{NAME}-f16.gguf", "build.json",
-                            *modelfiles])
+                            *modelfiles, "verify.json", "smoke"])
     manifest = json.loads((out / "build.json").read_text())
     assert manifest["llama_cpp"]["commit"] == "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
     assert manifest["source"]["files"]["model.safetensors"] == sha256_file(fixture_256m / "model.safetensors")
@@ -50,6 +51,48 @@ def test_build_writes_every_variant_and_a_manifest(built_256m, fixture_256m):
         assert record["size"] == (out / name).stat().st_size
     assert manifest["outputs"][f"{NAME}-Q4_K_M.gguf"]["params"]["type"] == "Q4_K_M"
     assert set(manifest["steps"]) == {"convert", "quantize:Q4_K_M", "quantize:Q5_K_M", "quantize:Q8_0"}
+
+
+def test_build_ends_with_verify_under_the_f16_gate(built_256m):
+    report = built_256m.verified
+    assert report is not None and report.passed, report.failures
+    assert len(report.text) == 5 and report.max_nmse < 1e-4
+    assert all(r.top1_same and r.tokenizer_same for r in report.text)
+    assert report.vision.checked and report.vision.nmse < 1e-4 and report.vision.n_tokens == 64
+    kld = {k.variant: k for k in report.kld}
+    assert set(kld) == {"Q4_K_M", "Q5_K_M", "Q8_0"}
+    # Measured, and ordered as bits say; not gated by default on a fixture (its text weights were Q4_1).
+    assert 0 < kld["Q8_0"].mean_kld < kld["Q4_K_M"].mean_kld
+    assert kld["Q8_0"].same_top > kld["Q4_K_M"].same_top
+    assert all(k.gate is None for k in kld.values())
+    recorded = json.loads((built_256m.out_dir / "build.json").read_text())["verify"]
+    assert recorded["passed"] is True and recorded["text"]["max_nmse"] == report.max_nmse
+    assert json.loads((built_256m.out_dir / "verify.json").read_text())["text"]["top1_agree"] == 5
+
+
+def test_build_ends_with_every_variant_passing_smoke_on_llama_server(built_256m):
+    reports = {r.variant: r for r in built_256m.smoked}
+    assert set(reports) == {"Q4_K_M", "Q5_K_M", "Q8_0"}
+    for variant, report in reports.items():
+        assert report.passed, [(c.name, c.reason) for c in report.results if not c.passed]
+        saved = json.loads(report.path.read_text())
+        assert saved["variant"] == variant and saved["backend"] == "llama-server" and saved["passed"] is True
+        cases = {c["name"]: c for c in saved["cases"]}
+        assert cases["corrupt_image"]["reason"] == "refused before sending"
+        for name in ("text_hello", "image_jpeg", "large_image", "long_prompt"):
+            answer = cases[name]["answer"]
+            assert answer["prompt_tokens"] > 0 and answer["wall_s"] > 0 and answer["decode_tps"] > 0, name
+        # The 4000x3000 image is 13 tiles of 64 tokens; the long prompt fills most of the planned context.
+        assert cases["large_image"]["answer"]["prompt_tokens"] >= 13 * 64
+        assert cases["long_prompt"]["answer"]["prompt_tokens"] > 0.9 * (saved["backend_info"]["n_ctx"] - 192)
+        # plan counts an image's tokens as llama-server does: same question, only the image differs.
+        projector = build_variants(built_256m.out_dir, (variant,))[0].projector
+        tokens = {name: cases[name]["answer"]["prompt_tokens"] for name in ("one_pixel", "image_png")}
+        assert tokens["one_pixel"] - tokens["image_png"] == projector.image_tokens((1, 1)) - projector.image_tokens(
+            (960, 240))
+    recorded = json.loads((built_256m.out_dir / "build.json").read_text())["smoke"]
+    assert {k: v["passed"] for k, v in recorded.items()} == {f"{v}:llama-server": True for v in reports}
+    assert built_256m.passed
 
 
 def test_report_says_most_of_q4_k_m_is_q5_0(built_256m):
@@ -117,6 +160,9 @@ def test_rerun_with_nothing_changed_redoes_nothing(toolchain, built_256m, fixtur
     again = build(BuildOptions(model=str(fixture_256m), out_dir=out), toolchain)
     assert again.converted.skipped
     assert all(r.skipped for r in again.quantized.reports)
+    # verify and smoke passed on these same files: kept, not run again.
+    assert again.verify_reused and again.verified is None
+    assert sorted(again.smoke_reused) == ["Q4_K_M", "Q5_K_M", "Q8_0"] and not again.smoked
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.gguf")} == mtimes
     assert [r.to_dict()["summary"] for r in again.quantized.reports] == \
         [r.to_dict()["summary"] for r in built_256m.quantized.reports]
@@ -125,7 +171,8 @@ def test_rerun_with_nothing_changed_redoes_nothing(toolchain, built_256m, fixtur
 def test_changed_parameters_redo_only_what_they_touch(toolchain, built_256m, fixture_256m):
     out = built_256m.out_dir
     f16_mtime = _model(out, "F16").stat().st_mtime_ns
-    result = build(BuildOptions(model=str(fixture_256m), out_dir=out, types=("Q8_0", "Q4_0")), toolchain)
+    result = build(BuildOptions(model=str(fixture_256m), out_dir=out, types=("Q8_0", "Q4_0"), verify=False,
+                                smoke=False), toolchain)
     assert result.converted.skipped
     assert [(r.qtype, r.skipped) for r in result.quantized.reports] == [("Q8_0", True), ("Q4_0", False)]
     assert _model(out, "F16").stat().st_mtime_ns == f16_mtime
@@ -134,7 +181,7 @@ def test_changed_parameters_redo_only_what_they_touch(toolchain, built_256m, fix
 
 def test_killed_build_leaves_no_final_partial_file_and_the_next_run_completes(toolchain, fixture_tiny, tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "smolconv", "build", str(fixture_tiny), "--out", str(out)]
+    cmd = [sys.executable, "-m", "smolconv", "build", str(fixture_tiny), "--out", str(out), "--no-verify", "--no-smoke"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not list(out.glob(".*.partial")):
@@ -145,14 +192,15 @@ def test_killed_build_leaves_no_final_partial_file_and_the_next_run_completes(to
     manifest = json.loads((out / "build.json").read_text()) if (out / "build.json").exists() else {"outputs": {}}
     for path in finals:  # anything under a final name is complete and recorded
         assert manifest["outputs"][path.name]["sha256"] == sha256_file(path)
-    result = run_cli("build", str(fixture_tiny), "--out", str(out))
+    result = run_cli("build", str(fixture_tiny), "--out", str(out), "--no-verify", "--no-smoke")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.glob("*.gguf")) == sorted(
         [f"{fixture_tiny.name}-{v}.gguf" for v in VARIANTS] + [f"mmproj-{fixture_tiny.name}-f16.gguf"])
 
 
 def test_tiny_shape_takes_k_quants_without_fallback(toolchain, fixture_tiny, tmp_path):
-    result = build(BuildOptions(model=str(fixture_tiny), out_dir=tmp_path / "out", types=("Q4_K_M",)), toolchain)
+    result = build(BuildOptions(model=str(fixture_tiny), out_dir=tmp_path / "out", types=("Q4_K_M",), verify=False,
+                                smoke=False), toolchain)
     report = result.quantized.reports[0]
     assert report.n_fallbacks == 0 and report.log_fallbacks == 0
     assert report.dominant_type() == "Q4_K"
@@ -162,7 +210,7 @@ def test_imatrix_from_text_and_quantized_projector(toolchain, fixture_tiny, tmp_
     out = tmp_path / "out"
     text = Path(__file__).parent / "data" / "calibration.txt"
     result = build(BuildOptions(model=str(fixture_tiny), out_dir=out, types=("Q4_K_M",), imatrix_text=text,
-                                mmproj_type="Q8_0"), toolchain)
+                                mmproj_type="Q8_0", verify=False, smoke=False), toolchain)
     assert result.quantized.imatrix == out / "imatrix.gguf"
     assert GGUFReader(out / "imatrix.gguf").fields  # a real GGUF imatrix
     manifest = json.loads((out / "build.json").read_text())
@@ -185,7 +233,7 @@ def test_relative_paths_work_from_any_directory(toolchain, fixture_tiny, tmp_pat
     import shutil
 
     shutil.copytree(fixture_tiny, tmp_path / "ckpt")
-    result = run_cli("build", "ckpt", "--out", "built", "--type", "Q8_0", cwd=tmp_path)
+    result = run_cli("build", "ckpt", "--out", "built", "--type", "Q8_0", "--no-verify", "--no-smoke", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "built" / "ckpt-F16.gguf").is_file()
     assert (tmp_path / "built" / "ckpt-Q8_0.gguf").is_file()

@@ -136,3 +136,14 @@ def test_plan_is_the_same_for_the_estimate_and_the_files(build_256m_q4_q8):
     assert real.text.layer_bytes == estimated.text.layer_bytes
     assert plan_variant(real, PlanSettings()).num_ctx == plan_variant(estimated, PlanSettings()).num_ctx
 
+
+
+def test_image_and_video_frame_tokens_follow_smolvlm_layout():
+    from smolconv.plan import estimated_variant, known_shape
+
+    projector = estimated_variant(known_shape("256m"), "Q8_0").projector
+    assert projector.grid((4000, 3000)) == (4, 3) and projector.tiles((4000, 3000)) == 13
+    assert projector.image_tokens((1, 1)) == 16 * 66 + 4 + 1 + 66 + 1  # a 1x1 image is scaled up to 4x4 tiles
+    assert projector.image_tokens((512, 512)) == projector.image_tokens((2048, 2048))
+    # llama.cpp tiles a 16:9 video frame like any image: 12 tiles and the overview, not transformers' one tile.
+    assert projector.video_frame_tokens == 12 * 66 + 3 + 1 + 66 + 1

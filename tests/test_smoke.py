@@ -10,10 +10,9 @@ from tests.fake_ollama import FakeOllama
 from smolconv.errors import SmolconvError
 from smolconv.images import load_image, write_smoke_images
 from smolconv.plan import Projector
+from smolconv.chat import Answer, Message, OllamaBackend
 from smolconv.smoke import (
     CASES,
-    Answer,
-    OllamaBackend,
     SmokeOptions,
     image_tokens,
     judge,
@@ -95,11 +94,11 @@ def test_smoke_images_are_valid_and_the_corrupt_one_is_refused(tmp_path):
 
 
 def test_webp_goes_to_llama_server_as_png(tmp_path):
-    from smolconv.smoke import LlamaServerBackend
+    from smolconv.chat import LlamaServerBackend
 
     images = write_smoke_images(tmp_path)
     webp, jpeg = load_image(images["scene_webp"]), load_image(images["scene_jpeg"])
-    parts = LlamaServerBackend.content("Describe.", [webp, jpeg])
+    parts = LlamaServerBackend.content(Message.of("user", "Describe.", [webp, jpeg]))
     assert parts[0]["image_url"]["url"].startswith("data:image/png;base64,")
     assert parts[1]["image_url"]["url"].startswith("data:image/jpeg;base64,")
     assert parts[2] == {"type": "text", "text": "Describe."}
@@ -114,7 +113,7 @@ def test_ollama_client_sends_base64_images_and_reads_the_stream(tmp_path):
         info = backend.info()
         assert info["ollama"] == "0.33.0" and info["n_ctx"] == 4096 and info["vision"] is True
         png = load_image(images["scene_png"])
-        got = backend.chat([("user", "Describe this image.", [png])], max_tokens=32)
+        got = backend.chat([Message.of("user", "Describe this image.", [png])], max_tokens=32)
     request = fake.state.chats[0]
     assert request["stream"] is True and request["options"]["num_predict"] == 32
     assert request["options"]["temperature"] == 0

@@ -51,3 +51,12 @@ def test_gates_decide_the_result():
     assert report.failures == ["Q4_K_M mean KLD 0.0600 is over the gate 0.05"]
     damaged = VerifyReport([PromptResult("p", 3, 2e-3, 1, 2, True)], VisionResult(False, reason="x"), [], Gates())
     assert not damaged.passed and "F16 logits NMSE" in damaged.failures[0]
+
+
+def test_default_kld_gates_apply_to_real_checkpoints_and_explicit_ones_always():
+    real = Gates(max_kld={"Q4_K_M": 0.1})
+    assert real.kld_gate("Q4_K_M") == 0.1 and real.kld_gate("Q8_0") == 0.005 and real.kld_gate("IQ3_M") is None
+    fixture = Gates(max_kld={"Q4_K_M": 0.1}, default_kld=False)
+    assert fixture.kld_gate("Q4_K_M") == 0.1 and fixture.kld_gate("Q8_0") is None
+    unguarded = VerifyReport([], VisionResult(False), [KldResult("Q8_0", 0.2, None, 0.5, 2.0, None)], fixture)
+    assert unguarded.passed
