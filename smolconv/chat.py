@@ -152,7 +152,10 @@ class LlamaServerBackend:
             text="".join(text), finish_reason=finish,
             prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"),
             wall_s=wall, ttft_s=(first - start) if first else None,
-            prompt_tps=timings.get("prompt_per_second"), decode_tps=timings.get("predicted_per_second"),
+            # llama-server's own rates. The first generated token comes out of the prompt pass, so one token
+            # has no decode time and llama-server reports a rate of 0: that is "unknown", not 0.
+            prompt_tps=timings.get("prompt_per_second") or None,
+            decode_tps=timings.get("predicted_per_second") or None,
             cached_tokens=(usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
             stats={"usage": usage, "timings": timings},
         )

@@ -527,8 +527,10 @@ def _print_smoke(report) -> None:
     title = f"smoke: {report.variant} on {report.backend}"
     if info.get("ollama"):
         title += f" (Ollama {info['ollama']})"
-    table = Table(title=title, caption="random vision tower (smolconv fixture): image answers are not judged on "
-                  "stopping" if report.random_vision else None)
+    noise = {frozenset({"vision"}): "random vision tower (smolconv fixture): image answers are not judged on "
+             "stopping", frozenset({"vision", "text"}): "random weights (smolconv fixture): answers are not judged "
+             "on stopping"}.get(report.random_parts)
+    table = Table(title=title, caption=noise)
     for column in ("case", "result", "why", "prompt tok", "TTFT s", "prompt tok/s", "decode tok/s", "wall s",
                    "answer"):
         table.add_column(column, overflow="fold")

@@ -8,11 +8,12 @@ failed, and `BuildResult.passed` is False (the CLI exits 1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
+import contextlib
 import hashlib
 import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from smolconv.convert import ConvertOptions, ConvertResult, convert
 from smolconv.errors import SmolconvError
@@ -65,6 +66,8 @@ class BuildResult:
     smoked: list[SmokeReport] = field(default_factory=list)
     smoke_reused: list[str] = field(default_factory=list)  # variants whose passing smoke record was kept
     failures: list[str] = field(default_factory=list)
+    # When each stage of this run started (Unix time) and how long it took: build.json's "last_build".
+    stages: list[dict] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -86,28 +89,48 @@ def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no
                                        threads=options.threads, force=options.force)
     check_request(quantize_options, toolchain)  # a typo in --type fails now, not after a long conversion
     check_build_request(options)
+    stages: list[dict] = []
     progress(f"pulling {options.model}", None)
-    source = pull(PullOptions(options.model, revision=options.revision, local_files_only=options.local_files_only))
+    with _timed(stages, "pull"):
+        source = pull(PullOptions(options.model, revision=options.revision,
+                                  local_files_only=options.local_files_only))
     out_dir = Path(options.out_dir) if options.out_dir else Path("out") / source.name
-    converted = convert(
-        ConvertOptions(checkpoint=source.path, out_dir=out_dir, outtype=options.outtype, name=source.name,
-                       force=options.force),
-        toolchain, progress, source=source,
-    )
+    with _timed(stages, "convert"):
+        converted = convert(
+            ConvertOptions(checkpoint=source.path, out_dir=out_dir, outtype=options.outtype, name=source.name,
+                           force=options.force),
+            toolchain, progress, source=source,
+        )
     quantize_options.out_dir = out_dir
-    quantized = quantize(quantize_options, toolchain, progress)
+    with _timed(stages, "quantize"):
+        quantized = quantize(quantize_options, toolchain, progress)
     # Package the variants this build asked for (the F16 conversion is an intermediate, not a product).
     built = tuple(r.qtype for r in quantized.reports)
-    packaged = package(PackageOptions(out_dir, types=built, presets=options.presets, name=options.name,
-                                      settings=options.settings, force=options.force, create=options.create,
-                                      via=options.via), progress)
+    with _timed(stages, "plan + package"):
+        packaged = package(PackageOptions(out_dir, types=built, presets=options.presets, name=options.name,
+                                          settings=options.settings, force=options.force, create=options.create,
+                                          via=options.via), progress)
     result = BuildResult(source=source, out_dir=out_dir, converted=converted, quantized=quantized,
-                         packaged=packaged)
+                         packaged=packaged, stages=stages)
     if options.verify:
-        run_verify(options, out_dir, built, toolchain, progress, result)
+        with _timed(stages, "verify"):
+            run_verify(options, out_dir, built, toolchain, progress, result)
     if options.smoke:
-        run_smoke(options, out_dir, built, toolchain, progress, result)
+        with _timed(stages, "smoke"):
+            run_smoke(options, out_dir, built, toolchain, progress, result)
+    manifest = Manifest.load(out_dir)
+    manifest.data["last_build"] = {"stages": stages, "passed": result.passed}
+    manifest.save()
     return result
+
+
+@contextlib.contextmanager
+def _timed(stages: list[dict], name: str):
+    started, clock = time.time(), time.monotonic()
+    try:
+        yield
+    finally:
+        stages.append({"stage": name, "started": round(started, 3), "seconds": round(time.monotonic() - clock, 3)})
 
 
 def _check_key(manifest: Manifest, files: list[str], params: dict) -> str:

@@ -33,39 +33,54 @@ def answer(text="Paris.", finish="stop", prompt_tokens=20, completion_tokens=3) 
 
 def test_an_answer_that_stops_without_template_text_passes():
     result = judge(CASE["text_fact"], answer(" The capital of France is Paris."), min_prompt_tokens=0,
-                   max_tokens=64, strict=True, random_vision=False)
+                   max_tokens=64, strict=True, random_parts=frozenset())
     assert result.passed and result.expectation is True
 
 
 @pytest.mark.parametrize("leak", ["<end_of_utterance>", "<|im_start|>", "<image>", "<row_1_col_1>"])
 def test_template_text_in_an_answer_fails(leak):
     result = judge(CASE["text_hello"], answer(f"Hi!{leak}"), min_prompt_tokens=0, max_tokens=128, strict=False,
-                   random_vision=False)
+                   random_parts=frozenset())
     assert not result.passed and "template text" in result.reason
 
 
 def test_running_to_the_limit_fails_except_for_images_on_a_random_vision_tower():
     limit = answer("la la la", finish="length", completion_tokens=160)
-    text = judge(CASE["text_hello"], limit, min_prompt_tokens=0, max_tokens=128, strict=False, random_vision=True)
+    vision = frozenset({"vision"})
+    text = judge(CASE["text_hello"], limit, min_prompt_tokens=0, max_tokens=128, strict=False, random_parts=vision)
     assert not text.passed and "did not stop" in text.reason
-    real = judge(CASE["image_png"], limit, min_prompt_tokens=0, max_tokens=160, strict=False, random_vision=False)
+    real = judge(CASE["image_png"], limit, min_prompt_tokens=0, max_tokens=160, strict=False, random_parts=frozenset())
     assert not real.passed
-    fixture = judge(CASE["image_png"], limit, min_prompt_tokens=0, max_tokens=160, strict=False, random_vision=True)
+    fixture = judge(CASE["image_png"], limit, min_prompt_tokens=0, max_tokens=160, strict=False, random_parts=vision)
     assert fixture.passed and "not judged" in fixture.notes[0]
+
+
+def test_random_text_weights_make_every_answer_noise_but_images_must_still_arrive():
+    everything = frozenset({"vision", "text"})
+    noise = answer("la <row_1_col_1> la", finish="length", completion_tokens=128)
+    text = judge(CASE["text_fact"], noise, min_prompt_tokens=0, max_tokens=128, strict=True, random_parts=everything)
+    assert text.passed and any("random" in note for note in text.notes)
+    lost = judge(CASE["image_png"], answer("la", finish="length", prompt_tokens=12), min_prompt_tokens=320,
+                 max_tokens=160, strict=False, random_parts=everything)
+    assert not lost.passed and "did not reach the model" in lost.reason
+    # with real text weights (random vision only), template text in an image answer still fails
+    leak = judge(CASE["image_png"], answer("A house<end_of_utterance>"), min_prompt_tokens=0, max_tokens=160,
+                 strict=False, random_parts=frozenset({"vision"}))
+    assert not leak.passed and "template text" in leak.reason
 
 
 def test_an_image_that_never_reached_the_model_fails():
     result = judge(CASE["image_png"], answer("A house.", prompt_tokens=12), min_prompt_tokens=320, max_tokens=160,
-                   strict=False, random_vision=False)
+                   strict=False, random_parts=frozenset())
     assert not result.passed and "did not reach the model" in result.reason
 
 
 def test_expected_words_gate_only_when_strict():
     wrong = answer(" The capital of France is Lyon.")
     assert judge(CASE["text_fact"], wrong, min_prompt_tokens=0, max_tokens=64, strict=False,
-                 random_vision=False).passed
+                 random_parts=frozenset()).passed
     assert not judge(CASE["text_fact"], wrong, min_prompt_tokens=0, max_tokens=64, strict=True,
-                     random_vision=False).passed
+                     random_parts=frozenset()).passed
 
 
 def test_image_tokens_follow_the_tiling():
