@@ -59,7 +59,8 @@ def sample_frames(path: Path, fps: float, max_frames: int, max_side: int) -> tup
         time_base = float(stream.time_base)
         step = (pts[1] - pts[0]) * time_base if len(pts) > 1 else 1.0
         duration = (pts[-1] - pts[0]) * time_base + step
-        # As transformers' SmolVLM video processor: round(fps × duration) frames, at most max_frames, spread evenly.
+        # As transformers' SmolVLM sampler: round(fps × duration) frames, at most max_frames, spread evenly from
+        # the first frame to the last (its optional skip of a long video's first and last second is left out).
         wanted = max(1, min(max_frames, round(fps * duration)))
         keep = {pts[i] for i in np.unique(np.linspace(0, len(pts) - 1, wanted).astype(int))}
         container.seek(0)

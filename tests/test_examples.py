@@ -180,14 +180,16 @@ def test_video_frames_samples_one_per_second_up_to_the_maximum(served, projector
     assert int(prompt_tokens) >= 3 * projector.video_frame_tokens
 
 
-def test_video_frames_at_1_fps_keeps_every_second_of_a_short_clip(tmp_path):
+def test_video_frames_takes_one_frame_per_second_spread_over_the_clip_as_transformers_does(tmp_path):
     sys.path.insert(0, str(EXAMPLES))
     try:
         from video_frames import sample_frames, video_message
     finally:
         sys.path.remove(str(EXAMPLES))
     frames, duration = sample_frames(_write_video(tmp_path / "clip.mp4", seconds=4), 1.0, 8, 128)
-    assert [round(t) for t, _ in frames] == [0, 1, 2, 3] and duration == pytest.approx(4.0)
+    # 4 s at 1 fps is 4 frames; transformers' SmolVLM sampler spaces them from the first frame to the last
+    # (np.linspace over the 40 frame indices: 0, 13, 26, 39)
+    assert [round(t, 1) for t, _ in frames] == [0.0, 1.3, 2.6, 3.9] and duration == pytest.approx(4.0)
     assert all(max(image.size) == 128 for _, image in frames)
     parts = video_message(frames, duration, "What happens?").parts
     # SmolVLM2's video prompt: the intro, then a timestamp before each frame, then the question
