@@ -90,7 +90,7 @@ def main() -> None:
 
         port = free_port()
         served = measure(smolconv("serve", str(out), "--type", args.type, "--port", str(port)), port, args.runs,
-                         args.tokens, signal.SIGINT)
+                         args.tokens, signal.SIGTERM)
         port = free_port()
         by_hand = measure([str(server), "-m", str(variant.text_path), "--mmproj", str(variant.projector_path),
                            "--port", str(port)], port, args.runs, args.tokens, signal.SIGTERM)

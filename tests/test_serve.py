@@ -30,11 +30,17 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
+def _as_in_a_terminal() -> None:
+    """Ctrl-C as a terminal delivers it: a job a non-interactive shell started in the background (as a CI
+    runner may run the tests) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_serve_waits_for_health_uses_the_plan_and_stops_on_ctrl_c(build_256m_q4_q8):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "smolconv", "serve", str(build_256m_q4_q8), "--type", "Q8_0",
                              "--port", str(port), "--threads", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_in_a_terminal)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", timeout=300, process=proc)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/props", timeout=10) as response:
