@@ -14,11 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from smolconv.plan import format_bytes
+
 DOC = Path(__file__).resolve().parent.parent / "docs" / "USAGE.md"
 START, END = "<!-- hardware-table:start -->", "<!-- hardware-table:end -->"
 SHAPES = ("256m", "500m", "2.2b")
 TYPES = ("Q4_K_M", "Q5_K_M", "Q8_0", "F16")
-MiB, GiB = 1 << 20, 1 << 30
 
 
 def plan(shape: str, vram: str) -> list[dict]:
@@ -28,10 +29,6 @@ def plan(shape: str, vram: str) -> list[dict]:
     return json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
 
 
-def size(n: float) -> str:
-    return f"{n / GiB:.2f} GiB" if n >= GiB else f"{n / MiB:.0f} MiB"
-
-
 def table(vram: str) -> str:
     rows = ["| model | quant | disk | RAM (host) | VRAM | num_ctx | layers on GPU | projector | images at num_ctx |",
             "|---|---|---|---|---|---|---|---|---|"]
@@ -39,8 +36,9 @@ def table(vram: str) -> str:
         for entry in plan(shape, vram):
             memory, image = entry["memory"], entry["image"]
             disk = entry["file_weights"]["text"] + entry["file_weights"]["projector"]
-            rows.append(f"| {shape} | {entry['variant']} | {size(disk)} | {size(memory['host'])} | "
-                        f"{size(memory['total'])} | {entry['num_ctx']} | {entry['num_gpu']}/{entry['layers']} | "
+            rows.append(f"| {shape} | {entry['variant']} | {format_bytes(disk)} | {format_bytes(memory['host'])} | "
+                        f"{format_bytes(memory['total'])} | {entry['num_ctx']} | "
+                        f"{entry['num_gpu']}/{entry['layers']} | "
                         f"{'GPU' if entry['projector_on_gpu'] else 'CPU'} | "
                         f"{image['full_size_images_per_context']} |")
     return "\n".join(rows)

@@ -28,10 +28,12 @@ from pathlib import Path
 
 from benchlib import measure, smolconv
 
+from smolconv.plan import format_bytes
+
 REPO = Path(__file__).resolve().parent.parent
 START, END = "<!-- rehearsal:start -->", "<!-- rehearsal:end -->"
 PAGE = os.sysconf("SC_PAGE_SIZE")
-MiB, GiB = 1 << 20, 1 << 30
+GiB = 1 << 30
 
 
 def tree_rss(root: int) -> int:
@@ -79,10 +81,6 @@ class Sampler(threading.Thread):
         return max(inside, default=0)
 
 
-def size(n: float) -> str:
-    return f"{n / GiB:.2f} GiB" if n >= GiB else f"{n / MiB:.0f} MiB"
-
-
 def stage_files(manifest: dict) -> dict[str, list[tuple[str, int]]]:
     """The files each stage wrote, from build.json's outputs."""
     by_stage: dict[str, list[tuple[str, int]]] = {}
@@ -98,10 +96,10 @@ def render(shape: str, synth: dict, checkpoint_bytes: int, manifest: dict, sampl
     files = stage_files(manifest)
     rows = ["| step | time | peak memory | what it wrote |", "|---|---|---|---|",
             f"| synth {shape} (not part of build) | {synth['seconds']:.0f} s | {synth['peak_rss_mib']:.0f} MiB "
-            f"| checkpoint, {size(checkpoint_bytes)} |"]
+            f"| checkpoint, {format_bytes(checkpoint_bytes)} |"]
     for stage in manifest["last_build"]["stages"]:
         name = stage["stage"]
-        wrote = ", ".join(f"{n} {size(b)}" for n, b in sorted(files.get(name, [])))
+        wrote = ", ".join(f"{n} {format_bytes(b)}" for n, b in sorted(files.get(name, [])))
         if name == "plan + package":
             modelfiles = [n for n in manifest.get("outputs", {}) if n.endswith(".Modelfile")]
             wrote = f"{len(modelfiles)} Modelfiles"
@@ -115,10 +113,11 @@ def render(shape: str, synth: dict, checkpoint_bytes: int, manifest: dict, sampl
             wrote = "; ".join(f"{key.split(':')[0]} {'passed' if record.get('passed') else 'FAILED'}"
                               + (f" in {record['seconds']:.0f} s" if record.get("seconds") else "")
                               for key, record in manifest.get("smoke", {}).items())
-        rows.append(f"| {name} | {stage['seconds']:.0f} s | {size(sampler.peak(stage['started'], stage['seconds']))} "
-                    f"| {wrote} |")
+        peak = sampler.peak(stage["started"], stage["seconds"])
+        rows.append(f"| {name} | {stage['seconds']:.0f} s | {format_bytes(peak)} | {wrote} |")
     peak = max((rss for _, rss in sampler.samples), default=0)
-    rows.append(f"| **build, total** | **{build_seconds / 60:.1f} min** | **{size(peak)}** | exit code {build_rc} |")
+    rows.append(f"| **build, total** | **{build_seconds / 60:.1f} min** | **{format_bytes(peak)}** "
+                f"| exit code {build_rc} |")
     machine = f"{os.cpu_count()} CPU cores, {_memory_total()}, {platform.machine()}, no GPU (CPU build of llama.cpp)"
     when = datetime.now(UTC).strftime("%Y-%m-%d")
     header = (f"`{command}` on {when}: {machine}.\n"
