@@ -6,9 +6,11 @@ non-zero exit or a timeout into a ToolFailed that names the program and quotes t
 
 from __future__ import annotations
 
+import atexit
 import collections
 import os
 import shlex
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +29,73 @@ class ToolResult:
     args: tuple[str, ...]
     returncode: int
     output: str  # stdout and stderr, interleaved as the program wrote them
+
+
+# Children that are running now. On the way out (normal exit, an error, Ctrl-C or SIGTERM turned into
+# KeyboardInterrupt) smolconv stops whatever is left, so no llama-server outlives it and holds the GPU.
+_running: set[subprocess.Popen] = set()
+_running_lock = threading.Lock()
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _forget(proc: subprocess.Popen) -> None:
+    with _running_lock:
+        _running.discard(proc)
+
+
+@atexit.register
+def _stop_leftover_children() -> None:
+    with _running_lock:
+        leftovers = list(_running)
+        _running.clear()
+    for proc in leftovers:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in leftovers:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _start(argv: Sequence[str], **popen_args) -> subprocess.Popen:
+    """subprocess.Popen, with Ctrl-C and SIGTERM held until the child is recorded in `_running`.
+
+    A KeyboardInterrupt raised inside Popen (after the fork, before it returns) would lose the only handle
+    on a child that is already running. Python handlers can only be swapped on the main thread; elsewhere
+    the signal is not ours to hold, and Popen runs as is.
+    """
+    held: list[int] = []
+    replaced = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in _INTERRUPTS:
+            handler = signal.getsignal(signum)
+            if callable(handler):  # a Python handler; SIG_DFL and SIG_IGN need no holding
+                replaced[signum] = handler
+                signal.signal(signum, lambda number, _frame: held.append(number))
+
+    def deliver_held() -> None:
+        for signum, handler in replaced.items():
+            signal.signal(signum, handler)
+        if held:
+            replaced[held[0]](held[0], None)  # raises KeyboardInterrupt as the signal would have
+
+    try:
+        proc = subprocess.Popen(argv, **popen_args)
+    except BaseException:
+        deliver_held()  # an interrupt outranks the failure to start
+        raise
+    with _running_lock:
+        _running.add(proc)
+    try:
+        deliver_held()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        _forget(proc)
+        raise
+    return proc
 
 
 def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -59,7 +128,7 @@ def run_tool(
     """
     argv = [str(a) for a in args]
     try:
-        proc = subprocess.Popen(
+        proc = _start(
             argv,
             cwd=cwd,
             env=tool_env(env),
@@ -106,6 +175,7 @@ def run_tool(
     finally:
         if timer:
             timer.cancel()
+        _forget(proc)
     if timed_out.is_set():
         raise ToolFailed(f"{what} failed: {_describe(argv)} ran longer than {timeout:.0f} s", fix)
 
@@ -174,7 +244,7 @@ class ServerProcess:
         self._lock = threading.Lock()
         self._on_line = on_line
         try:
-            self.process = subprocess.Popen(
+            self.process = _start(
                 self.args, env=tool_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1,
                 # Its own process group: Ctrl-C in a terminal reaches smolconv, which then stops the server
@@ -240,6 +310,7 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        _forget(self.process)
         self._reader.join(timeout=5)
         return self.process.returncode
 

@@ -122,10 +122,10 @@ def start_server(options: ServeOptions, toolchain: Toolchain, variant: Variant |
         check_port_free(options.host, options.port)
     port = options.port or free_port(options.host)
     args = server_command(toolchain, variant, num_ctx, planned.num_gpu, options, port)
-    process = ServerProcess(args, what=f"serving {variant.name} with llama-server",
-                            fix=f"run the command by hand to see why: {command_line(args)}")
     url_host = f"[{options.host}]" if ":" in options.host else options.host
     url = f"http://{url_host}:{port}"
+    process = ServerProcess(args, what=f"serving {variant.name} with llama-server",
+                            fix=f"run the command by hand to see why: {command_line(args)}")
     try:
         process.wait_ready(lambda: _healthy(url), timeout=options.ready_timeout)
     except BaseException:
@@ -138,14 +138,18 @@ def start_server(options: ServeOptions, toolchain: Toolchain, variant: Variant |
 
 
 def serve(options: ServeOptions, toolchain: Toolchain, on_ready=lambda server: None) -> int:
-    """Run until Ctrl-C (then stop llama-server and return 0) or until llama-server exits on its own."""
-    server = start_server(options, toolchain)
+    """Run until Ctrl-C or SIGTERM (then stop llama-server and return 0) or until llama-server exits on its own."""
+    server = None
     try:
+        # Loading counts too: a service manager's SIGTERM can come before /health answers, and start_server
+        # stops llama-server itself when interrupted there.
+        server = start_server(options, toolchain)
         on_ready(server)
         while server.process.running():
             time.sleep(0.5)
     except KeyboardInterrupt:
-        server.stop()
+        if server is not None:
+            server.stop()
         return 0
     code = server.stop()
     raise server.process.failed(f"exited with {code} while serving")

@@ -42,3 +42,29 @@ def test_converter_never_sees_no_local_gguf(monkeypatch):
     result = run_tool([sys.executable, "-c", "import os; print(os.environ.get('NO_LOCAL_GGUF'))"],
                       what="env", fix="-")
     assert result.output == "None"
+
+
+def _pid_is_running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_server_left_running_is_stopped_when_smolconv_exits(tmp_path):
+    """An error (or Ctrl-C) that skips the caller's own stop must not leave a server holding the GPU."""
+    import subprocess
+    import textwrap
+
+    program = textwrap.dedent("""
+        import sys
+        from smolconv.runner import ServerProcess
+        server = ServerProcess([sys.executable, "-c", "import time; time.sleep(600)"], what="a test server", fix="")
+        print(server.process.pid, flush=True)
+        raise KeyboardInterrupt  # as Ctrl-C would, without anyone calling server.stop()
+    """)
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "KeyboardInterrupt" in result.stderr
+    child = int(result.stdout.split()[0])
+    assert not _pid_is_running(child), "the child outlived the Python process that started it"
