@@ -105,3 +105,26 @@ def write_test_image(path: Path, size: tuple[int, int] = (320, 240)) -> Path:
     draw.rectangle([size[0] // 2, size[1] // 3, size[0] * 3 // 4, size[1] * 2 // 3], fill=(200, 40, 40))
     image.save(path)
     return path
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct child processes of `pid` (Linux /proc), whichever of its threads started them."""
+    import os
+
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as listing:
+                found += [int(child) for child in listing.read().split()]
+        except FileNotFoundError:
+            pass  # the thread ended while we looked
+    return found
+
+
+def pid_is_running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

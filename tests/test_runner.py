@@ -6,6 +6,7 @@ import pytest
 
 from smolconv.errors import ToolFailed
 from smolconv.runner import run_tool
+from tests.conftest import pid_is_running
 
 
 def test_output_is_streamed_and_kept():
@@ -44,14 +45,6 @@ def test_converter_never_sees_no_local_gguf(monkeypatch):
     assert result.output == "None"
 
 
-def _pid_is_running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_a_server_left_running_is_stopped_when_smolconv_exits(tmp_path):
     """An error (or Ctrl-C) that skips the caller's own stop must not leave a server holding the GPU."""
     import subprocess
@@ -67,4 +60,4 @@ def test_a_server_left_running_is_stopped_when_smolconv_exits(tmp_path):
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "KeyboardInterrupt" in result.stderr
     child = int(result.stdout.split()[0])
-    assert not _pid_is_running(child), "the child outlived the Python process that started it"
+    assert not pid_is_running(child), "the child outlived the Python process that started it"

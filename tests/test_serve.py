@@ -15,7 +15,7 @@ import pytest
 
 from smolconv.plan import PlanSettings, build_variants, plan_variant
 from smolconv.serve import free_port
-from tests.conftest import wait_for_http
+from tests.conftest import child_pids, pid_is_running, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -73,33 +73,13 @@ def test_serve_stops_on_sigterm_too(build_256m_q4_q8):
     assert _port_is_free(port)
 
 
-def _children(pid: int) -> list[int]:
-    """Direct child processes of `pid` (Linux /proc), whichever of its threads started them."""
-    found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as listing:
-                found += [int(child) for child in listing.read().split()]
-        except FileNotFoundError:
-            pass  # the thread ended while we looked
-    return found
-
-
-def _is_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
-    except FileNotFoundError:
-        return False
-
-
 def test_sigterm_while_the_model_loads_is_an_orderly_stop(build_256m_q4_q8):
     """A service manager's SIGTERM can come before /health answers: smolconv still stops llama-server and exits 0."""
     proc = subprocess.Popen([sys.executable, "-m", "smolconv", "serve", str(build_256m_q4_q8), "--port",
                              str(free_port())], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while not (children := _children(proc.pid)):
+        while not (children := child_pids(proc.pid)):
             assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < deadline, "smolconv serve did not start llama-server within 60 s"
             time.sleep(0.01)
@@ -109,7 +89,7 @@ def test_sigterm_while_the_model_loads_is_an_orderly_stop(build_256m_q4_q8):
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "serving" not in out  # it was stopped before it was ready, which is what this test is about
-    assert not _is_alive(server_pid), "llama-server outlived smolconv serve"
+    assert not pid_is_running(server_pid), "llama-server outlived smolconv serve"
 
 
 def test_a_port_in_use_is_refused_before_loading(build_256m_q4_q8):
