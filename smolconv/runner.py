@@ -43,20 +43,25 @@ def _forget(proc: subprocess.Popen) -> None:
         _running.discard(proc)
 
 
+def _stop(proc: subprocess.Popen, grace: float = 10) -> int:
+    """SIGTERM (llama-server finishes the request in flight and frees the model), then SIGKILL after `grace`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    _forget(proc)
+    return proc.returncode
+
+
 @atexit.register
 def _stop_leftover_children() -> None:
     with _running_lock:
         leftovers = list(_running)
-        _running.clear()
     for proc in leftovers:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in leftovers:
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 def _start(argv: Sequence[str], **popen_args) -> subprocess.Popen:
@@ -302,17 +307,10 @@ class ServerProcess:
             time.sleep(poll)
 
     def stop(self, grace: float = 10) -> int:
-        """SIGTERM (llama-server finishes the request in flight and frees the model), then SIGKILL."""
-        if self.running():
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        _forget(self.process)
+        """Stop the server in order (see `_stop`) and finish reading what it printed."""
+        code = _stop(self.process, grace)
         self._reader.join(timeout=5)
-        return self.process.returncode
+        return code
 
     def __enter__(self) -> ServerProcess:
         return self

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -45,11 +47,8 @@ def test_converter_never_sees_no_local_gguf(monkeypatch):
     assert result.output == "None"
 
 
-def test_a_server_left_running_is_stopped_when_smolconv_exits(tmp_path):
+def test_a_server_left_running_is_stopped_when_smolconv_exits():
     """An error (or Ctrl-C) that skips the caller's own stop must not leave a server holding the GPU."""
-    import subprocess
-    import textwrap
-
     program = textwrap.dedent("""
         import sys
         from smolconv.runner import ServerProcess
