@@ -48,6 +48,15 @@ class CheckpointInfo:
     def image_size(self) -> int:
         return int(self.vision_config["image_size"])
 
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every weight's shape, from the safetensors headers (no tensor data is read)."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        for name in self.weight_files:
+            header = safetensors_header(self.path / name)
+            shapes.update({key: tuple(int(d) for d in entry["shape"]) for key, entry in header.items()
+                           if key != "__metadata__"})
+        return shapes
+
     def input_files(self) -> list[Path]:
         """Every file the converter reads (what a build's manifest hashes)."""
         return sorted(p for p in self.path.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -71,13 +80,18 @@ def _read_config(directory: Path) -> dict:
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise SmolconvError(f"{directory} has no config.json", "point at a Hugging Face checkpoint directory")
+    return read_json_object(config_path, "download the checkpoint again")
+
+
+def read_json_object(path: Path, fix: str) -> dict:
+    """A JSON file that must hold an object (a config); anything else is a one-line error with `fix`."""
     try:
-        config = json.loads(config_path.read_text())
+        data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SmolconvError(f"{config_path} is not valid JSON ({exc})", "download the checkpoint again") from None
-    if not isinstance(config, dict):
-        raise SmolconvError(f"{config_path} is not a JSON object", "download the checkpoint again")
-    return config
+        raise SmolconvError(f"{path} is not valid JSON ({exc})", fix) from None
+    if not isinstance(data, dict):
+        raise SmolconvError(f"{path} is not a JSON object", fix)
+    return data
 
 
 def _check_architecture(config: dict, directory: Path) -> None:
@@ -135,6 +149,11 @@ def _weight_files(directory: Path) -> list[str]:
 
 def check_safetensors(path: Path) -> None:
     """The header parses and the file holds every byte the header promises."""
+    safetensors_header(path)
+
+
+def safetensors_header(path: Path) -> dict:
+    """The parsed header of a safetensors file, after checking that the file holds every byte it promises."""
     size = path.stat().st_size
     fix = "the file is damaged or incomplete: download it again (`smolconv pull` resumes downloads)"
     with open(path, "rb") as f:
@@ -158,3 +177,4 @@ def check_safetensors(path: Path) -> None:
             f"{path.name} is truncated: its header describes {data_end:,} bytes of tensors, the file holds {have:,}",
             fix,
         )
+    return header

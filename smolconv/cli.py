@@ -166,6 +166,13 @@ NumCtxOption = Annotated[int | None, typer.Option(
     "--num-ctx", help="Plan this context only, offloading layers if needed (default: the largest that fits).")]
 NameOption = Annotated[str | None, typer.Option(
     "--name", help="Ollama model name before ':' (default: from the checkpoint, e.g. smolvlm2).")]
+AdapterOption = Annotated[str | None, typer.Option(
+    "--adapter", help="A PEFT LoRA/DoRA adapter (directory or Hub id) to apply to the checkpoint.")]
+AdapterRevisionOption = Annotated[str | None, typer.Option(
+    "--adapter-revision", help="Branch, tag or commit of a Hub adapter to pin.")]
+AdapterFormatOption = Annotated[str, typer.Option(
+    "--adapter-format", help="merge: merge it in float32, then convert (default; any adapter); gguf: convert the "
+    "base once and the adapter to a GGUF LoRA (text-only adapters).")]
 PresetOption = Annotated[list[str] | None, typer.Option(
     "--preset", "-p", help="general, caption, ocr, vqa or all (repeatable; default: all).")]
 
@@ -204,17 +211,31 @@ def pull(
     model: Annotated[str, typer.Argument(help="Alias (256m, 500m, 2.2b), Hub id, or a local directory.")],
     revision: Annotated[str | None, typer.Option("--revision", help="Branch, tag or commit to pin.")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Use the local Hub cache only.")] = False,
+    adapter: AdapterOption = None,
+    adapter_revision: AdapterRevisionOption = None,
+    adapter_format: AdapterFormatOption = "merge",
+    force: Annotated[bool, typer.Option("--force", help="Accept an adapter trained on another base name.")] = False,
 ) -> None:
     """Download a checkpoint snapshot (resumable) into the Hugging Face cache and print its path."""
+    from smolconv.pipeline import check_adapter_against, load_adapter
     from smolconv.pull import PullOptions
     from smolconv.pull import pull as pull_stage
 
     try:
+        setup = load_adapter(adapter, adapter_revision, adapter_format, model, local_files_only=offline,
+                             force=force) if adapter else None
         source = pull_stage(PullOptions(model, revision=revision, local_files_only=offline))
+        if setup is not None:
+            check_adapter_against(setup, source, force=force)
     except SmolconvError as exc:
         raise _fail(exc) from None
     pinned = f" at {source.revision}" if source.revision else ""
     console.print(f"{source.repo_id or 'local checkpoint'}{pinned}: {source.path}", soft_wrap=True, highlight=False)
+    if setup is not None:
+        pinned = f" at {setup.source.revision}" if setup.source.revision else ""
+        console.print(f"adapter {setup.source.repo_id or setup.info.name}{pinned}: {setup.source.path} "
+                      f"(r {setup.info.r}, changes {', '.join(setup.info.parts)}; fits the checkpoint)",
+                      soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -222,17 +243,32 @@ def convert(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory (see `smolconv pull`).")],
     out: OutOption = None,
     outtype: Annotated[str, typer.Option("--outtype", help="f16, bf16, f32 or q8_0.")] = "f16",
+    adapter: AdapterOption = None,
+    adapter_revision: AdapterRevisionOption = None,
+    adapter_format: AdapterFormatOption = "merge",
     force: ForceOption = False,
     llama_cpp: LlamaCppOption = None,
 ) -> None:
     """Convert a checkpoint to a text GGUF and a vision projector (mmproj) GGUF, checked after writing."""
-    from smolconv.convert import ConvertOptions
-    from smolconv.convert import convert as convert_stage
+    from smolconv.pipeline import check_adapter_against, convert_source, load_adapter
+    from smolconv.pull import Source
 
-    options = ConvertOptions(checkpoint, out or Path("out") / checkpoint.resolve().name, outtype=outtype, force=force)
-    result = _run_stage(llama_cpp, lambda toolchain, progress: convert_stage(options, toolchain, progress))
+    source = Source(path=checkpoint, repo_id=None, revision=None, model=str(checkpoint))
+    try:
+        setup = load_adapter(adapter, adapter_revision, adapter_format, str(checkpoint), force=force) \
+            if adapter else None
+        if setup is not None:
+            check_adapter_against(setup, source, force=force)
+    except SmolconvError as exc:
+        raise _fail(exc) from None
+    out = out or Path("out") / (setup.info.name if setup else checkpoint.resolve().name)
+    result = _run_stage(llama_cpp, lambda toolchain, progress: convert_source(
+        source, out, outtype, toolchain, progress, force=force, adapter=setup))
     verb = "up to date" if result.skipped else f"written in {result.seconds:.1f} s"
     console.print(f"{result.model}\n{result.mmproj}\n{verb}", soft_wrap=True, highlight=False)
+    if setup is not None:
+        made = setup.merged if setup.format == "merge" else setup.gguf
+        console.print(f"adapter {setup.info.name} ({setup.format}): {made}", soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -267,6 +303,9 @@ def build(
     mmproj_type: MmprojTypeOption = None,
     threads: ThreadsOption = None,
     offline: Annotated[bool, typer.Option("--offline", help="Use the local Hub cache only.")] = False,
+    adapter: AdapterOption = None,
+    adapter_revision: AdapterRevisionOption = None,
+    adapter_format: AdapterFormatOption = "merge",
     presets: PresetOption = None,
     name: NameOption = None,
     vram: VramOption = "8GiB",
@@ -291,7 +330,8 @@ def build(
         model=model, out_dir=out, revision=revision, outtype=outtype, types=tuple(types or DEFAULT_TYPES),
         imatrix=imatrix, imatrix_text=imatrix_text, mmproj_type=mmproj_type, threads=threads, force=force,
         local_files_only=offline, presets=tuple(presets or ()), name=name, create=create, via=via,
-        verify=verify, smoke=smoke, backend=backend)
+        verify=verify, smoke=smoke, backend=backend, adapter=adapter, adapter_revision=adapter_revision,
+        adapter_format=adapter_format)
     try:
         options.settings = _plan_settings(vram, reserve, "512MiB", kv_type, None)
         options.gates = _gates(1e-4, max_kld)
@@ -301,6 +341,12 @@ def build(
     converted = "reused" if result.converted.skipped else f"converted in {result.converted.seconds:.1f} s"
     console.print(f"{result.converted.model.name} + {result.converted.mmproj.name}: {converted}",
                   soft_wrap=True, highlight=False)
+    if result.adapter is not None:
+        a = result.adapter
+        made = a.merged if a.format == "merge" else a.gguf
+        verb = "reused" if a.skipped else f"{'merged' if a.format == 'merge' else 'converted'} in {a.seconds:.1f} s"
+        console.print(f"adapter {a.info.name} (r {a.info.r}, {a.format}): {made}: {verb}", soft_wrap=True,
+                      highlight=False)
     _print_quant_reports(result.quantized)
     if result.packaged:
         _print_plans([m.plan for m in result.packaged.models if m.preset == result.packaged.models[0].preset],
@@ -610,6 +656,10 @@ def _print_verify(report) -> None:
     console.print(text)
     console.print(f"max NMSE {report.max_nmse:.2e} (gate < {report.gates.max_nmse:.0e}, goal < 1e-06)",
                   highlight=False)
+    if report.adapter_kl is not None:
+        note = "" if report.adapter_kl > 1e-6 else " — the adapter changes nothing: was it trained (lora_B non-zero)?"
+        console.print(f"adapter effect: KL(base + adapter ‖ base) up to {report.adapter_kl:.4f} nats{note}",
+                      highlight=False)
     v = report.vision
     console.print(f"projector vs HF connector, one {v.n_tokens}-token tile: NMSE {v.nmse:.2e}" if v.checked
                   else f"projector: {v.reason}", highlight=False)

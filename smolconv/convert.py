@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gguf import GGUFReader
 
+from smolconv.adapter import AdapterInfo
 from smolconv.checkpoint import CheckpointInfo, inspect_checkpoint
 from smolconv.errors import SmolconvError
 from smolconv.fsutil import ensure_writable_dir, staged_file
@@ -79,11 +80,59 @@ def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn 
     seconds = time.monotonic() - started
     source = source or Source(path=Path(options.checkpoint), repo_id=None, revision=None,
                               model=str(options.checkpoint))
-    manifest.data["source"] = {**source.to_record(), "files": inputs}
+    # A merged checkpoint is converted for a source that is the base: its record keeps the base's files.
+    converted_source = source.path.resolve() == info.path.resolve()
+    files = inputs if converted_source else {
+        p.name: manifest.sha256(p) for p in sorted(source.path.iterdir()) if p.is_file() and not p.name.startswith(".")}
+    manifest.data["source"] = {**source.to_record(), "files": files}
     manifest.data["llama_cpp"] = toolchain.describe()
     manifest.record_step("convert", key, params, inputs, [text_path, mmproj_path], seconds)
     manifest.save()
     return ConvertResult(text_path, mmproj_path, skipped=False, seconds=seconds)
+
+
+ADAPTER_STEP = "convert-adapter"
+ADAPTER_OUTTYPE = "f32"  # the converter's default: LoRA tensors are small, and llama.cpp applies them in f32
+
+
+def adapter_output_name(adapter_name: str, outtype: str = ADAPTER_OUTTYPE) -> str:
+    """`my-finetune-LoRA-F32.gguf`: one file that every quantized variant of the base loads beside it."""
+    return f"{adapter_name}-LoRA-{outtype.upper()}.gguf"
+
+
+def convert_adapter(adapter: AdapterInfo, base: CheckpointInfo, out_dir: Path, toolchain: Toolchain,
+                    progress: ProgressFn = no_progress, *, force: bool = False) -> ConvertResult:
+    """`--adapter-format gguf`: the adapter alone, with llama.cpp's convert_lora_to_gguf.py.
+
+    The key holds the adapter's files and the base's config only, so a new adapter on an unchanged base
+    converts nothing but the adapter, and the base's conversion and quantizations are kept.
+    """
+    out_dir = Path(out_dir)
+    ensure_writable_dir(out_dir)
+    target = out_dir / adapter_output_name(adapter.name)
+    manifest = Manifest.load(out_dir)
+    inputs = {f"adapter/{p.name}": manifest.sha256(p) for p in adapter.files()}
+    inputs["base/config.json"] = manifest.sha256(base.path / "config.json")
+    params = {"outtype": ADAPTER_OUTTYPE, "name": adapter.name, "llama_cpp": toolchain.identity()}
+    key = manifest.step_key(inputs, params)
+    if manifest.up_to_date(ADAPTER_STEP, key, [target], force=force):
+        manifest.save()
+        return ConvertResult(target, target, skipped=True, seconds=0.0)
+    started = time.monotonic()
+    with staged_file(target) as tmp:
+        toolchain.run_lora_converter(adapter.path, base.path, tmp, outtype=ADAPTER_OUTTYPE,
+                                     on_line=_converter_progress("converting the adapter", progress))
+        verify_adapter(tmp, adapter)
+    # An adapter this build converted before, under another name, is replaced, not left beside the new one.
+    previous = manifest.data["steps"].get(ADAPTER_STEP, {}).get("outputs", [])
+    for name in previous:
+        if name != target.name:
+            (out_dir / name).unlink(missing_ok=True)
+            manifest.data["outputs"].pop(name, None)
+    seconds = time.monotonic() - started
+    manifest.record_step(ADAPTER_STEP, key, params, inputs, [target], seconds)
+    manifest.save()
+    return ConvertResult(target, target, skipped=False, seconds=seconds)
 
 
 _WRITING = re.compile(r"Writing:\s+(\d+)%")
@@ -132,3 +181,14 @@ def verify_mmproj(path: Path, info: CheckpointInfo) -> None:
     _expect(path, "clip.vision.projector.scale_factor",
             _field(reader, "clip.vision.projector.scale_factor"), info.scale_factor)
     _expect(path, "clip.vision.image_size", _field(reader, "clip.vision.image_size"), info.image_size)
+
+
+def verify_adapter(path: Path, adapter: AdapterInfo) -> None:
+    reader = GGUFReader(path)
+    _expect(path, "general.type", _field(reader, "general.type"), "adapter")
+    _expect(path, "adapter.type", _field(reader, "adapter.type"), "lora")
+    alpha = _field(reader, "adapter.lora.alpha")
+    _expect(path, "adapter.lora.alpha", None if alpha is None else float(alpha), adapter.alpha)
+    # Two GGUF tensors (lora_a, lora_b) for each adapted module.
+    modules = {t.module for t in adapter.tensors if t.kind in ("lora_A", "embedding_A")}
+    _expect(path, "the number of LoRA tensors", len(reader.tensors), 2 * len(modules))

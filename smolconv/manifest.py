@@ -99,10 +99,17 @@ class Manifest:
                 return False
         return True
 
+    def output_name(self, path: Path) -> str:
+        """How build.json names an output: its path inside the build directory (`merged/config.json`)."""
+        try:
+            return Path(path).resolve().relative_to(self.path.parent.resolve()).as_posix()
+        except ValueError:
+            return Path(path).name
+
     def record_step(self, step: str, key: str, params: dict, inputs: dict[str, str], outputs: list[Path],
                     seconds: float, extra: dict | None = None) -> None:
         for path in outputs:
-            self.data["outputs"][path.name] = {
+            self.data["outputs"][self.output_name(path)] = {
                 "sha256": self.sha256(path),
                 "size": path.stat().st_size,
                 "step": step,
@@ -112,7 +119,7 @@ class Manifest:
             "key": key,
             "params": params,
             "inputs": inputs,
-            "outputs": [p.name for p in outputs],
+            "outputs": [self.output_name(p) for p in outputs],
             "seconds": round(seconds, 3),
             **(extra or {}),
         }

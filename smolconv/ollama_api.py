@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -184,10 +184,13 @@ class CreateRequest:
     system: str | None
     parameters: dict
     license: str
+    adapters: list[Path] = field(default_factory=list)  # GGUF LoRAs: Ollama layers of type …image.adapter
 
     def api_body(self, digests: dict[Path, str]) -> dict:
         body = {"model": self.tag, "files": {p.name: digests[p] for p in self.files}, "template": self.template,
                 "parameters": self.parameters, "license": self.license}
+        if self.adapters:
+            body["adapters"] = {p.name: digests[p] for p in self.adapters}
         if self.system is not None:
             body["system"] = self.system
         return body
@@ -236,7 +239,7 @@ def create_models(requests: list[CreateRequest], sha256: Callable[[Path], str], 
         uploaded: list[str] = []
         reused: list[str] = []
         for request in requests:
-            for path in request.files:
+            for path in [*request.files, *request.adapters]:
                 if path in digests:
                     continue
                 progress(f"hashing {path.name}", None)

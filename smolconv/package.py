@@ -164,6 +164,7 @@ class ModelfileSpec:
     source: str
     license: str = DEFAULT_LICENSE
     notes: list[str] = field(default_factory=list)
+    adapter_file: str | None = None    # a GGUF LoRA (--adapter-format gguf)
 
     def api_parameters(self) -> dict:
         """The same parameters as /api/create takes them: stop is a list, numbers are numbers."""
@@ -203,7 +204,8 @@ def render_modelfile(spec: ModelfileSpec, directory: Path | None = None) -> str:
             modelfile_quote(text, f"the {label}")  # name the field in the error, not "a Modelfile value"
     return _environment(directory).get_template(MODELFILE_TEMPLATE).render(
         tag=spec.tag, modelfile_name=spec.modelfile_name, text_file=spec.text_file,
-        projector_file=spec.projector_file, template=chat_template(directory), preset=spec.preset,
+        projector_file=spec.projector_file, adapter_file=spec.adapter_file, template=chat_template(directory),
+        preset=spec.preset,
         parameters=spec.parameters(), license=spec.license, source=spec.source, plan=plan_view, notes=notes,
     )
 
@@ -261,20 +263,34 @@ def _select_presets(names: tuple[str, ...], presets: dict[str, Preset]) -> list[
     return [presets[n] for n in names]
 
 
-def _build_source(manifest: Manifest, out_dir: Path) -> tuple[str, str, str]:
-    """(checkpoint name for tags, where it came from for the header, license text)."""
+def _build_source(manifest: Manifest, out_dir: Path) -> tuple[str, str, str, str | None]:
+    """(checkpoint name for tags, where it came from for the header, license text, default model name).
+
+    A fine-tune's models are named after its adapter (`my-lora:2.2b-instruct-q4_K_M`), and the header
+    names the base and the adapter."""
     source = manifest.data.get("source", {})
+    adapter = manifest.data.get("adapter")
     convert_step = manifest.data["steps"]["convert"]
     model_name = source.get("repo_id", "") or ""
+    if not model_name and adapter and source.get("path"):
+        model_name = Path(source["path"]).name  # the merged files carry the adapter's name; tags take the base's
     model_name = model_name.split("/")[-1] or convert_step["params"].get("name") or out_dir.resolve().name
     origin = source.get("repo_id") or source.get("model") or model_name
     if source.get("revision"):
         origin += f"@{source['revision'][:12]}"
+    default_name = None
+    if adapter:
+        how = "merged into it" if adapter.get("format") == "merge" else "as a GGUF LoRA"
+        where = adapter.get("repo_id") or adapter.get("model") or adapter.get("name")
+        if adapter.get("revision"):
+            where += f"@{adapter['revision'][:12]}"
+        origin += f" + adapter {where} ({how})"
+        default_name = re.sub(r"[^a-z0-9._-]+", "-", str(adapter.get("name", "")).lower()).strip("-._") or None
     license_text = DEFAULT_LICENSE
     license_file = Path(source.get("path", "")) / "LICENSE" if source.get("path") else None
     if license_file and license_file.is_file():
         license_text = license_file.read_text(errors="replace").strip() or DEFAULT_LICENSE
-    return model_name, origin, license_text
+    return model_name, origin, license_text, default_name
 
 
 def package(options: PackageOptions, progress: ProgressFn = no_progress) -> PackageResult:
@@ -288,7 +304,8 @@ def package(options: PackageOptions, progress: ProgressFn = no_progress) -> Pack
     # By default the quantized variants: the converted F16 is an intermediate (package it with --type F16).
     quantized = tuple(step["params"]["type"] for step in quantize_steps if (out_dir / step["outputs"][0]).is_file())
     variants = build_variants(out_dir, options.types or quantized)
-    model_name, origin, license_text = _build_source(manifest, out_dir)
+    model_name, origin, license_text, default_name = _build_source(manifest, out_dir)
+    name = options.name or default_name
     template = chat_template(directory)
     ensure_writable_dir(out_dir)
     models: list[PackagedModel] = []
@@ -297,16 +314,19 @@ def package(options: PackageOptions, progress: ProgressFn = no_progress) -> Pack
         plan = plans[variant.name] = plan_variant(variant, options.settings)
         summary = reports.get(variant.name, {}).get("summary")
         for preset in presets:
-            tag = model_tag(model_name, variant.name, preset.name, options.name)
+            tag = model_tag(model_name, variant.name, preset.name, name)
             target = out_dir / modelfile_name(tag)
+            adapter = variant.adapter_path
             spec = ModelfileSpec(tag=tag, modelfile_name=target.name, text_file=_relative(variant.text_path),
                                  projector_file=_relative(variant.projector_path), plan=plan, preset=preset,
-                                 source=origin, license=license_text, notes=[summary] if summary else [])
+                                 source=origin, license=license_text, notes=[summary] if summary else [],
+                                 adapter_file=_relative(adapter) if adapter else None)
             text = render_modelfile(spec, directory)
             _write_owned(manifest, target, text, options.force)
             request = CreateRequest(tag=tag, modelfile=target, files=[variant.text_path, variant.projector_path],
                                     template=template, system=preset.system,
-                                    parameters=spec.api_parameters(), license=license_text)
+                                    parameters=spec.api_parameters(), license=license_text,
+                                    adapters=[adapter] if adapter else [])
             models.append(PackagedModel(tag, target, plan, preset.name, request))
     manifest.data["package"] = {
         "settings": {"vram": options.settings.vram, "reserve": options.settings.reserve,

@@ -15,13 +15,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smolconv.convert import ConvertOptions, ConvertResult, convert
+from smolconv.adapter import FORMATS as ADAPTER_FORMATS
+from smolconv.adapter import AdapterInfo, check_adapter, check_base, inspect_adapter
+from smolconv.checkpoint import inspect_checkpoint
+from smolconv.convert import ConvertOptions, ConvertResult, convert, convert_adapter
 from smolconv.errors import SmolconvError
 from smolconv.manifest import Manifest
 from smolconv.package import PackageOptions, PackageResult, package
 from smolconv.plan import PlanSettings
 from smolconv.progress import ProgressFn, no_progress
-from smolconv.pull import PullOptions, Source, pull
+from smolconv.pull import PullOptions, Source, pull, pull_adapter, resolve_model
 from smolconv.quantize import DEFAULT_TYPES, QuantizeOptions, QuantizeResult, check_request, quantize
 from smolconv.smoke import BACKENDS, SmokeOptions, SmokeReport, smoke
 from smolconv.toolchain import Toolchain
@@ -41,6 +44,10 @@ class BuildOptions:
     threads: int | None = None
     force: bool = False
     local_files_only: bool = False
+    # a PEFT adapter (LoRA/DoRA): a directory or Hub id, merged into the checkpoint or converted beside it
+    adapter: str | None = None
+    adapter_revision: str | None = None
+    adapter_format: str = "merge"
     # plan + package
     settings: PlanSettings = field(default_factory=PlanSettings)
     presets: tuple[str, ...] = ()
@@ -59,6 +66,7 @@ class BuildResult:
     source: Source
     out_dir: Path
     converted: ConvertResult
+    adapter: AdapterSetup | None = None
     quantized: QuantizeResult = field(default_factory=QuantizeResult)
     packaged: PackageResult | None = None
     verified: VerifyReport | None = None
@@ -72,6 +80,73 @@ class BuildResult:
     @property
     def passed(self) -> bool:
         return not self.failures
+
+
+@dataclass
+class AdapterSetup:
+    """An adapter that passed every check against its base, and what became of it."""
+
+    source: Source
+    info: AdapterInfo
+    format: str
+    merged: Path | None = None        # merge: the merged checkpoint directory
+    gguf: Path | None = None          # gguf: the adapter GGUF
+    skipped: bool = False
+    seconds: float = 0.0
+
+    def to_record(self, manifest: Manifest) -> dict:
+        """build.json's "adapter": where it came from, what it is, and what smolconv made of it."""
+        files = {p.name: manifest.sha256(p) for p in self.info.files()}
+        record = {**self.source.to_record(), "files": files, **self.info.to_record(), "format": self.format}
+        if self.merged is not None:
+            record["merged"] = manifest.output_name(self.merged)
+        if self.gguf is not None:
+            record["gguf"] = self.gguf.name
+        return record
+
+
+def load_adapter(adapter: str, revision: str | None, adapter_format: str, model: str, *,
+                 local_files_only: bool = False, force: bool = False) -> AdapterSetup:
+    """Pull the adapter and check it against the model asked for, before the base is downloaded."""
+    if adapter_format not in ADAPTER_FORMATS:
+        raise SmolconvError(f"unknown --adapter-format {adapter_format!r}", "use merge or gguf")
+    adapter_source = pull_adapter(PullOptions(adapter, revision=revision, local_files_only=local_files_only))
+    info = inspect_adapter(adapter_source.path, name=adapter_source.name)
+    repo_id, local = resolve_model(model)
+    check_base(info, repo_id, local or Path(model), force=force)
+    return AdapterSetup(adapter_source, info, adapter_format)
+
+
+def check_adapter_against(setup: AdapterSetup, source: Source, *, force: bool = False) -> None:
+    """With the base at hand: tensor shapes, and what the chosen format can hold."""
+    check_adapter(setup.info, inspect_checkpoint(source.path), source.repo_id, setup.format, force=force)
+
+
+def convert_source(source: Source, out_dir: Path, outtype: str, toolchain: Toolchain, progress: ProgressFn,
+                   *, force: bool = False, adapter: AdapterSetup | None = None) -> ConvertResult:
+    """Convert the checkpoint, or with an adapter: merge then convert, or convert the base and the adapter."""
+    from smolconv.merge import MergeOptions, merge
+
+    checkpoint, name = source.path, source.name
+    if adapter is not None and adapter.format == "merge":
+        base = inspect_checkpoint(source.path)
+        merged = merge(MergeOptions(base, adapter.info, out_dir, force=force), progress)
+        adapter.merged, adapter.skipped, adapter.seconds = merged.path, merged.skipped, merged.seconds
+        # The merged model is the fine-tune: its files carry the adapter's name.
+        checkpoint, name = merged.path, adapter.info.name
+    converted = convert(ConvertOptions(checkpoint=checkpoint, out_dir=out_dir, outtype=outtype, name=name,
+                                       force=force), toolchain, progress, source=source)
+    if adapter is not None and adapter.format == "gguf":
+        lora = convert_adapter(adapter.info, inspect_checkpoint(source.path), out_dir, toolchain, progress,
+                               force=force)
+        adapter.gguf, adapter.skipped, adapter.seconds = lora.model, lora.skipped, lora.seconds
+    manifest = Manifest.load(out_dir)
+    if adapter is not None:
+        manifest.data["adapter"] = adapter.to_record(manifest)
+    else:
+        manifest.data.pop("adapter", None)
+    manifest.save()
+    return converted
 
 
 def check_build_request(options: BuildOptions) -> None:
@@ -90,17 +165,22 @@ def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no
     check_request(quantize_options, toolchain)  # a typo in --type fails now, not after a long conversion
     check_build_request(options)
     stages: list[dict] = []
+    adapter = None
+    if options.adapter:  # a small download, and checks that need only the model's name
+        progress(f"pulling the adapter {options.adapter}", None)
+        adapter = load_adapter(options.adapter, options.adapter_revision, options.adapter_format, options.model,
+                               local_files_only=options.local_files_only, force=options.force)
     progress(f"pulling {options.model}", None)
     with _timed(stages, "pull"):
         source = pull(PullOptions(options.model, revision=options.revision,
                                   local_files_only=options.local_files_only))
-    out_dir = Path(options.out_dir) if options.out_dir else Path("out") / source.name
+    if adapter is not None:
+        check_adapter_against(adapter, source, force=options.force)
+    default_name = adapter.info.name if adapter else source.name
+    out_dir = Path(options.out_dir) if options.out_dir else Path("out") / default_name
     with _timed(stages, "convert"):
-        converted = convert(
-            ConvertOptions(checkpoint=source.path, out_dir=out_dir, outtype=options.outtype, name=source.name,
-                           force=options.force),
-            toolchain, progress, source=source,
-        )
+        converted = convert_source(source, out_dir, options.outtype, toolchain, progress, force=options.force,
+                                   adapter=adapter)
     quantize_options.out_dir = out_dir
     with _timed(stages, "quantize"):
         quantized = quantize(quantize_options, toolchain, progress)
@@ -110,8 +190,8 @@ def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no
         packaged = package(PackageOptions(out_dir, types=built, presets=options.presets, name=options.name,
                                           settings=options.settings, force=options.force, create=options.create,
                                           via=options.via), progress)
-    result = BuildResult(source=source, out_dir=out_dir, converted=converted, quantized=quantized,
-                         packaged=packaged, stages=stages)
+    result = BuildResult(source=source, out_dir=out_dir, converted=converted, adapter=adapter,
+                         quantized=quantized, packaged=packaged, stages=stages)
     if options.verify:
         with _timed(stages, "verify"):
             run_verify(options, out_dir, built, toolchain, progress, result)
@@ -149,6 +229,8 @@ def _variant_files(out_dir: Path, names: tuple[str, ...]) -> list[str]:
     files = set()
     for variant in build_variants(out_dir, names):
         files |= {variant.text_path.name, variant.projector_path.name}
+        if variant.adapter_path is not None:
+            files.add(variant.adapter_path.name)
     return sorted(files)
 
 
@@ -156,7 +238,8 @@ def run_verify(options: BuildOptions, out_dir: Path, built: tuple[str, ...], too
                progress: ProgressFn, result: BuildResult) -> None:
     manifest = Manifest.load(out_dir)
     key = _check_key(manifest, _variant_files(out_dir, ("F16", *built)),
-                     {"gates": options.gates, "types": built, "source": manifest.data.get("source", {}).get("files")})
+                     {"gates": options.gates, "types": built, "source": manifest.data.get("source", {}).get("files"),
+                      "adapter": manifest.data.get("adapter", {}).get("files")})
     record = manifest.data.get("verify", {})
     if not options.force and record.get("key") == key and record.get("passed"):
         result.verify_reused = True

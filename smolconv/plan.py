@@ -127,6 +127,8 @@ class Variant:
     projector_path: Path | None = None
     estimated: bool = False    # weights computed from config dimensions, not read from files
     model: str = ""            # the model these files are (shape name or build directory)
+    adapter_path: Path | None = None  # a GGUF LoRA that llama-server loads beside the text model (--lora)
+    adapter_bytes: int = 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -365,12 +367,16 @@ def estimate(variant: Variant, n_ctx: int, settings: PlanSettings, n_gpu_layers:
     offloaded = min(n_gpu, text.n_layer)
     on_device_layers = sum(text.layer_bytes[text.n_layer - offloaded:])  # llama.cpp offloads the last layers
     weights = on_device_layers + (text.output_bytes if n_gpu == all_layers else 0)
+    # A GGUF LoRA's tensors sit with the layers they adapt; counted whole on the device when any layer is.
+    adapter = variant.adapter_bytes if offloaded else 0
     output_logits = settings.n_parallel * text.n_vocab * 4
     if cpu_backend:
         weights, offloaded, n_gpu = text.weight_bytes, text.n_layer, all_layers
+        adapter = variant.adapter_bytes
+    weights += adapter
     projector = projector_on_device and (n_gpu == all_layers or cpu_backend)
     compute = text_compute_bytes(text, n_ctx, settings.n_ubatch, settings.n_parallel) if n_gpu else 0
-    host = text.weight_bytes - weights + (0 if projector else variant.projector.weight_bytes)
+    host = text.weight_bytes + variant.adapter_bytes - weights + (0 if projector else variant.projector.weight_bytes)
     return MemoryEstimate(
         n_ctx=n_ctx, n_gpu_layers=n_gpu, projector_on_device=projector,
         weights=weights,
@@ -539,12 +545,20 @@ def build_variants(out_dir: Path, types: tuple[str, ...] = ()) -> list[Variant]:
         raise SmolconvError(f"{out_dir} has no {', '.join(missing)} variant",
                             f"plan one of {', '.join(files)}, or run `smolconv quantize --type {missing[0]}`")
     projector = read_projector(projector_path)
+    adapter_path = None
+    adapter_step = manifest.data["steps"].get("convert-adapter")
+    if adapter_step and manifest.data.get("adapter", {}).get("format") == "gguf":
+        adapter_path = out_dir / adapter_step["outputs"][0]
+        if not adapter_path.is_file():
+            raise SmolconvError(f"{adapter_path} is missing", "run `smolconv build` again")
+    adapter_bytes = adapter_path.stat().st_size if adapter_path else 0
     variants = []
     for qtype in wanted:
         path = files[qtype]
         if not path.is_file():
             raise SmolconvError(f"{path} is missing", "run `smolconv build` again")
-        variants.append(Variant(qtype, read_text_model(path), projector, path, projector_path, model=out_dir.name))
+        variants.append(Variant(qtype, read_text_model(path), projector, path, projector_path, model=out_dir.name,
+                                adapter_path=adapter_path, adapter_bytes=adapter_bytes))
     return variants
 
 

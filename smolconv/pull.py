@@ -15,6 +15,8 @@ from smolconv.models import ALIASES
 
 # Only what conversion and packaging read: configs, tokenizer, weights, chat template, license and card.
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "tokenizer.model", "README.md", "LICENSE*"]
+# A PEFT adapter repo: the config and the weights (a checkpoint's files beside them are not needed).
+ADAPTER_PATTERNS = ["adapter_config.json", "adapter_model.safetensors", "README.md"]
 
 
 @dataclass
@@ -44,6 +46,17 @@ class Source:
         return self.repo_id.split("/")[-1] if self.repo_id else self.path.resolve().name
 
 
+def pull_adapter(options: PullOptions) -> Source:
+    """A PEFT adapter: a local directory as it is, or its config and weights from the Hub (commit recorded)."""
+    path = Path(options.model).expanduser()
+    if path.is_dir():
+        return Source(path=path, repo_id=None, revision=None, model=options.model)
+    if options.model.count("/") != 1 or options.model.startswith((".", "/", "~")):
+        raise SmolconvError(f"adapter {options.model} is neither a local directory nor a Hub id",
+                            "pass the directory PEFT's save_pretrained wrote, or a Hub id such as you/my-lora")
+    return _snapshot(options.model, options, ADAPTER_PATTERNS)
+
+
 def resolve_model(model: str) -> tuple[str | None, Path | None]:
     """(repo_id, None) for an alias or Hub id; (None, path) for an existing local directory."""
     path = Path(model).expanduser()
@@ -63,10 +76,10 @@ def pull(options: PullOptions) -> Source:
     repo_id, local = resolve_model(options.model)
     if local is not None:
         return Source(path=local, repo_id=None, revision=None, model=options.model)
-    return _snapshot(repo_id, options)
+    return _snapshot(repo_id, options, ALLOW_PATTERNS)
 
 
-def _snapshot(repo_id: str, options: PullOptions) -> Source:
+def _snapshot(repo_id: str, options: PullOptions, allow_patterns: list[str]) -> Source:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -82,7 +95,7 @@ def _snapshot(repo_id: str, options: PullOptions) -> Source:
             repo_id,
             revision=options.revision,
             cache_dir=options.cache_dir,
-            allow_patterns=ALLOW_PATTERNS,
+            allow_patterns=allow_patterns,
             local_files_only=options.local_files_only,
         ))
     except GatedRepoError:

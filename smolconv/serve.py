@@ -95,6 +95,8 @@ def server_command(toolchain: Toolchain, variant: Variant, num_ctx: int, n_gpu_l
     args = [str(toolchain.tool("llama-server")), "-m", str(variant.text_path)]
     if options.projector:
         args += ["--mmproj", str(variant.projector_path)]
+    if variant.adapter_path is not None:
+        args += ["--lora", str(variant.adapter_path)]
     args += ["--host", options.host, "--port", str(port), "-c", str(num_ctx),
              # One slot, as Ollama runs it by default: the whole context is one conversation's.
              "-np", str(settings.n_parallel), "-ub", str(settings.n_ubatch),

@@ -107,6 +107,10 @@ class Toolchain:
         return self.root / "convert_hf_to_gguf.py"
 
     @property
+    def lora_converter(self) -> Path:
+        return self.root / "convert_lora_to_gguf.py"
+
+    @property
     def gguf_py(self) -> Path:
         return self.root / "gguf-py"
 
@@ -163,6 +167,21 @@ class Toolchain:
             args,
             what=f"converting {model_dir} to GGUF" + (" (vision projector)" if mmproj else ""),
             fix="the converter's last lines are quoted here; fix the checkpoint they name, or report them",
+            cwd=self.root,
+            on_line=on_line,
+        )
+
+
+    def run_lora_converter(self, adapter_dir: Path, base_dir: Path, outfile: Path, *, outtype: str = "f32",
+                           on_line: Callable[[str], None] | None = None) -> ToolResult:
+        """This tree's convert_lora_to_gguf.py; `--base` gives it the base's config, so it never asks the Hub."""
+        adapter_dir, base_dir, outfile = Path(adapter_dir).resolve(), Path(base_dir).resolve(), Path(outfile).resolve()
+        args = [sys.executable, self.lora_converter, str(adapter_dir), "--base", str(base_dir),
+                "--outfile", str(outfile), "--outtype", outtype]
+        return run_tool(
+            args,
+            what=f"converting the adapter {adapter_dir} to a GGUF LoRA",
+            fix="the converter's last lines are quoted here; check the adapter, or use --adapter-format merge",
             cwd=self.root,
             on_line=on_line,
         )

@@ -89,6 +89,8 @@ class PromptResult:
     top1_hf: int
     top1_gguf: int
     tokenizer_same: bool | None
+    # With an adapter: KL(base + adapter ‖ base) of the HF reference here; how far the fine-tune moved it.
+    adapter_kl: float | None = None
 
     @property
     def top1_same(self) -> bool:
@@ -147,11 +149,18 @@ class VerifyReport:
     def passed(self) -> bool:
         return not self.failures
 
+    @property
+    def adapter_kl(self) -> float | None:
+        """The largest KL(base + adapter ‖ base) over the prompts; None without an adapter."""
+        values = [r.adapter_kl for r in self.text if r.adapter_kl is not None]
+        return max(values) if values else None
+
     def to_dict(self) -> dict:
         return {
             "passed": self.passed, "failures": self.failures, "seconds": round(self.seconds, 2),
             "gates": asdict(self.gates),
             "text": {"max_nmse": self.max_nmse, "top1_agree": sum(r.top1_same for r in self.text),
+                     "adapter_kl": self.adapter_kl,
                      "prompts": [asdict(r) | {"top1_same": r.top1_same} for r in self.text]},
             "vision": asdict(self.vision),
             "kld": {"f16_ppl": self.f16_ppl, "text": KLD_TEXT.name, "n_ctx": KLD_CTX,
@@ -173,17 +182,27 @@ def centred(values: np.ndarray) -> np.ndarray:
 # The Hugging Face reference
 
 
-def _load_reference(checkpoint: Path):
+def _load_reference(checkpoint: Path, adapter: Path | None = None):
+    """transformers in float32 (the reference should carry no rounding of its own); with an adapter, peft's
+    unmerged model on top of it: base + adapter as training saw it, not smolconv's merge."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    # float32: the reference should carry no rounding of its own.
     model = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
     model.eval()
     return tokenizer, model
+
+
+def _hf_model(model):
+    """The SmolVLM model under a peft wrapper (its LoRA layers stay active), or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def reference_logits(model, ids: list[int]) -> np.ndarray:
@@ -191,6 +210,21 @@ def reference_logits(model, ids: list[int]) -> np.ndarray:
 
     with torch.no_grad():
         return model(input_ids=torch.tensor([ids])).logits[0, -1].double().numpy()
+
+
+def kl_divergence(logits_p: np.ndarray, logits_q: np.ndarray) -> float:
+    """KL(p ‖ q) of the two softmax distributions, in nats."""
+    log_p = logits_p - np.logaddexp.reduce(logits_p)
+    log_q = logits_q - np.logaddexp.reduce(logits_q)
+    return float(np.sum(np.exp(log_p) * (log_p - log_q)))
+
+
+def adapter_effect(model, ids: list[int], adapted: np.ndarray) -> float | None:
+    """KL(base + adapter ‖ base) at the last position, the adapter switched off in the same model."""
+    if not hasattr(model, "disable_adapter"):
+        return None
+    with model.disable_adapter():
+        return kl_divergence(adapted, reference_logits(model, ids))
 
 
 def reference_tile_embeddings(model, checkpoint: Path, pixels: np.ndarray) -> np.ndarray:
@@ -206,6 +240,7 @@ def reference_tile_embeddings(model, checkpoint: Path, pixels: np.ndarray) -> np
     std = np.array(processor.get("image_std", [0.5, 0.5, 0.5]), dtype=np.float32)
     values = (pixels.astype(np.float32) / 255.0 - mean) / std
     pixel_values = torch.tensor(values).permute(2, 0, 1)[None]
+    model = _hf_model(model)
     vision = model.model.vision_model
     with torch.no_grad():
         patches = vision.embeddings.patch_embedding(pixel_values).flatten(2).transpose(1, 2)
@@ -258,6 +293,7 @@ def compare_text(variant: Variant, checkpoint: Path, prompts: tuple[str, ...], t
                 prompt=prompt, n_tokens=len(ids), nmse=nmse(a, b),
                 top1_hf=int(np.argmax(reference)), top1_gguf=int(np.argmax(logprobs)),
                 tokenizer_same=gguf_tokens(server.url, prompt) == ids,
+                adapter_kl=adapter_effect(model, ids, reference),
             ))
     return results
 
@@ -285,6 +321,8 @@ def compare_vision(variant: Variant, checkpoint: Path, toolchain: Toolchain, mod
         args = [toolchain.tool("llama-mtmd-cli"), "-m", variant.text_path, "--mmproj", variant.projector_path,
                 "--image", image_path, "-p", "Describe.", "-n", "1", "--temp", "0",
                 "--image-min-tokens", str(tokens), "--image-max-tokens", str(tokens)]
+        if variant.adapter_path is not None:
+            args += ["--lora", variant.adapter_path]
         if threads:
             args += ["-t", str(threads)]
         run_tool(args, what="encoding a test tile with llama-mtmd-cli", env={"MTMD_DEBUG_EMBEDDINGS": str(dump)},
@@ -327,6 +365,8 @@ def compare_quants(base: Variant, variants: list[Variant], text: Path, gates: Ga
         raise SmolconvError(f"text {text} does not exist", "pass a UTF-8 text file with --text")
     perplexity = toolchain.tool("llama-perplexity")
     common = ["-f", text, "-c", str(KLD_CTX)] + (["-t", str(threads)] if threads else [])
+    if base.adapter_path is not None:  # a GGUF LoRA: every variant is measured with it, as it is served
+        common += ["--lora", base.adapter_path]
     results = []
     with tempfile.TemporaryDirectory(prefix="smolconv-kld-") as tmp:
         logits = Path(tmp) / "f16.kld"
@@ -369,8 +409,13 @@ def verify(options: VerifyOptions, toolchain: Toolchain, progress=lambda stage, 
     gates = options.gates
     if fixture_info(checkpoint) is not None:
         gates = replace(gates, default_kld=False)
-    progress("loading the Hugging Face reference (float32)", None)
-    tokenizer, model = _load_reference(checkpoint)
+    adapter_record = manifest.data.get("adapter")
+    adapter = Path(adapter_record["path"]) if adapter_record else None
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
+        raise SmolconvError(f"the adapter of {out_dir} is not at {adapter}",
+                            "run `smolconv build` with --adapter again")
+    progress("loading the Hugging Face reference (float32)" + (" with the adapter" if adapter else ""), None)
+    tokenizer, model = _load_reference(checkpoint, adapter)
     progress("F16 logits against transformers", None)
     text = compare_text(base, checkpoint, options.prompts, toolchain, tokenizer, model, options.threads)
     vision = VisionResult(False, reason="not checked (--no-vision)")

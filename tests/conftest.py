@@ -49,6 +49,17 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> sub
                           env=env, cwd=cwd, timeout=1800)
 
 
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
+    """The CLI refused with exit 2 and one line on stderr that holds every needle; returns the line."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
 def wait_for_http(url: str, timeout: float = 120, process: subprocess.Popen | None = None) -> None:
     """Wait until `url` answers 200; fail at once if `process` (the server) has died."""
     import urllib.request

@@ -7,9 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+# Layer media types of Ollama's model manifests (what `ollama create` records for each file).
+MEDIA_MODEL = "application/vnd.ollama.image.model"
+MEDIA_PROJECTOR = "application/vnd.ollama.image.projector"
+MEDIA_ADAPTER = "application/vnd.ollama.image.adapter"
 
 
 @dataclass
@@ -25,6 +33,8 @@ class FakeOllamaState:
     done_reason: str = "stop"
     tokens_per_image: int = 400                                  # stands in for the projector's tokens
     models: dict[str, dict] = field(default_factory=dict)        # name -> /api/show answer
+    manifests: dict[str, list[dict]] = field(default_factory=dict)  # created model -> its layers
+    blob_dir: Path | None = None                                 # where uploaded blobs are kept, as Ollama does
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -78,6 +88,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             existed = digest in self.state.blobs
             self.state.blobs[digest] = len(body)
+            (self.state.blob_dir / digest.replace(":", "-")).write_bytes(body)
             self.send_response(200 if existed else 201)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -95,10 +106,17 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path == "/api/create":
             request = json.loads(body)
             self.state.creates.append(request)
-            missing = [d for d in request.get("files", {}).values() if d not in self.state.blobs]
+            missing = [d for d in [*request.get("files", {}).values(), *request.get("adapters", {}).values()]
+                       if d not in self.state.blobs]
             if missing:
                 self._json(400, {"error": f"blob {missing[0]} not found"})
                 return
+            try:
+                layers = self._layers(request)
+            except ValueError as exc:
+                self._json(400, {"error": str(exc)})
+                return
+            self.state.manifests[request["model"]] = layers
             self.send_response(200)
             self.send_header("Content-Type", "application/x-ndjson")
             self.end_headers()
@@ -111,6 +129,34 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(404, {"error": "not found"})
 
+
+    def _gguf_kind(self, digest: str) -> str:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(self.state.blob_dir / digest.replace(":", "-"))
+
+        def field_of(key: str):
+            found = reader.get_field(key)
+            return found.contents() if found is not None else None
+
+        if field_of("general.type") in ("mmproj", "projector") or field_of("general.architecture") == "clip":
+            return "projector"
+        return "adapter" if field_of("general.type") == "adapter" else "model"
+
+    def _layers(self, request: dict) -> list[dict]:
+        """Layers as Ollama's create makes them: each GGUF by what it holds, adapters as adapter layers."""
+        layers = []
+        for name, digest in request.get("files", {}).items():
+            kind = self._gguf_kind(digest)
+            if kind == "adapter":
+                raise ValueError(f"{name} is a LoRA adapter: give it as an adapter, not a model file")
+            layers.append({"mediaType": MEDIA_PROJECTOR if kind == "projector" else MEDIA_MODEL, "digest": digest,
+                           "size": self.state.blobs[digest]})
+        for name, digest in request.get("adapters", {}).items():
+            if self._gguf_kind(digest) != "adapter":
+                raise ValueError(f"{name} is not a GGUF LoRA adapter")
+            layers.append({"mediaType": MEDIA_ADAPTER, "digest": digest, "size": self.state.blobs[digest]})
+        return layers
 
     def _chat(self, request: dict) -> None:
         self.state.chats.append(request)
@@ -144,7 +190,7 @@ class FakeOllama:
     """`with FakeOllama() as fake:` serves on a free loopback port; `fake.host` is its OLLAMA_HOST."""
 
     def __init__(self, version: str = "0.33.0"):
-        self.state = FakeOllamaState(version=version)
+        self.state = FakeOllamaState(version=version, blob_dir=Path(tempfile.mkdtemp(prefix="fake-ollama-")))
         handler = type("Handler", (_Handler,), {"state": self.state})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.host = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -157,3 +203,4 @@ class FakeOllama:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+        shutil.rmtree(self.state.blob_dir, ignore_errors=True)

@@ -10,7 +10,7 @@ import pytest
 
 from smolconv.ollama_api import cli_create_command, parse_cli_version
 from tests.conftest import free_port, run_cli
-from tests.fake_ollama import FakeOllama
+from tests.fake_ollama import MEDIA_MODEL, MEDIA_PROJECTOR, FakeOllama
 from tests.modelfile_parser import parse
 
 pytestmark = pytest.mark.slow
@@ -58,6 +58,10 @@ def test_package_create_uploads_each_blob_once_and_creates_every_model(build_256
                                "smolvlm2:256m-q8_0-ocr"}
         ocr = by_tag["smolvlm2:256m-q4_K_M-ocr"]
         assert ocr["files"] == {text_q4.name: _sha(text_q4), projector.name: _sha(projector)}
+        assert "adapters" not in ocr
+        # Ollama tells the text model from the projector by what each GGUF holds.
+        assert {(layer["mediaType"], layer["digest"]) for layer in fake.state.manifests[ocr["model"]]} == {
+            (MEDIA_MODEL, _sha(text_q4)), (MEDIA_PROJECTOR, _sha(projector))}
         assert ocr["template"].startswith("<|im_start|>") and "<end_of_utterance>" in ocr["template"]
         assert ocr["parameters"]["stop"] == ["<end_of_utterance>"]
         assert ocr["parameters"]["num_ctx"] == 8192 and ocr["parameters"]["temperature"] == 0
