@@ -16,7 +16,7 @@ TEXT_ONLY_TARGETS = r".*text_model.*\.(down_proj|o_proj|k_proj|q_proj|gate_proj|
 
 
 def make_adapter(base: Path, out: Path, *, targets=RECIPE_TARGETS, seed: int = 0, r: int = 8, alpha: int = 16,
-                 std: float = 0.02, **config) -> Path:
+                 std: float = 0.05, **config) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
