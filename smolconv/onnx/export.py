@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smolconv.errors import SmolconvError
-from smolconv.onnx.quantize import DEFAULT_VARIANTS, check_variants, make_variant, save_model, suffix, variant_params
+from smolconv.onnx.quantize import DEFAULT_VARIANTS, check_variants, make_variant, suffix, variant_params
 from smolconv.progress import ProgressFn, no_progress
 
 GRAPHS = ("vision_encoder", "embed_tokens", "decoder_model_merged")
@@ -220,7 +220,6 @@ def export_graph(model, graph: str, path: Path) -> None:
     """Export one graph to `path` (weights beside it as `<name>_data` when over 2 GB)."""
     import warnings
 
-    import onnx
     import torch
 
     from smolconv.onnx.graphs import Decoder, EmbedTokens, VisionEncoder
@@ -263,5 +262,47 @@ def export_graph(model, graph: str, path: Path) -> None:
             torch.onnx.export(module.eval(), args, str(raw), dynamo=False, opset_version=OPSET,
                               input_names=names[0], output_names=names[1], dynamic_axes=axes,
                               do_constant_folding=True)
-        # Over 2 GB the exporter writes one file per tensor; saved again, the weights go to one file.
-        save_model(onnx.load(str(raw)), path)
+        if any(p.name != raw.name for p in Path(scratch).iterdir()):
+            # Over 2 GB the exporter writes one file per tensor: gather them into `<name>_data`.
+            merge_external_data(raw, path)
+        else:
+            os.replace(raw, path)
+
+
+def merge_external_data(raw: Path, path: Path) -> None:
+    """Write the graph `raw`, whose tensors are in files of their own beside it, as `path` + `<name>_data`.
+
+    The tensors are copied one by one (never all in memory, which for the 2.2B decoder would be 7 GB more),
+    each at an offset aligned to 4 KiB as onnx itself aligns them."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    model = onnx.load(str(raw), load_external_data=False)
+    location = f"{path.name}_data"
+    with open(path.with_name(location), "wb") as data:
+        for tensor in model.graph.initializer:
+            if not uses_external_data(tensor):
+                continue
+            info = ExternalDataInfo(tensor)
+            offset = -data.tell() % 4096 + data.tell()
+            data.seek(offset)
+            with open(raw.parent / info.location, "rb") as source:
+                source.seek(info.offset or 0)
+                length = _copy(source, data, info.length)
+            del tensor.external_data[:]
+            for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+    onnx.save_model(model, str(path))
+
+
+def _copy(source, target, length: int | None, chunk: int = 64 * 1024**2) -> int:
+    """Copy `length` bytes (None: to the end) from one open file to another; return how many were copied."""
+    copied = 0
+    while length is None or copied < length:
+        block = source.read(chunk if length is None else min(chunk, length - copied))
+        if not block:
+            break
+        target.write(block)
+        copied += len(block)
+    return copied

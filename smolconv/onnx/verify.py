@@ -5,7 +5,7 @@
    and whether the top token agrees.
 2. Vision: the fp32 vision_encoder's output for one full tile against the HF vision tower + connector
    (verify.reference_tile_embeddings, which uses the plain patch positions): cosine (gate 0.9999) and NMSE.
-3. Each variant against fp32 on the text smolconv ships for the GGUF KLD: one prompt pass of KLD_TOKENS
+3. Each variant against fp32 on the text smolconv ships for the GGUF KLD: one prompt pass of its first 512
    tokens, mean KL divergence of the next-token distributions over every position and how often the top
    token is the same; and the cosine of its vision features against fp32's on the test tile.
 """
@@ -55,6 +55,7 @@ class OnnxVerifyReport:
     variants: list[VariantResult] = field(default_factory=list)
     max_nmse_gate: float = MAX_NMSE
     min_cosine_gate: float = MIN_VISION_COSINE
+    kld_tokens: int = KLD_TOKENS
     seconds: float = 0.0
     path: Path | None = None
 
@@ -82,7 +83,7 @@ class OnnxVerifyReport:
                                                                   f"{len(self.text)}",
                          "prompts": [asdict(r) for r in self.text]},
                 "vision": {"cosine": self.vision_cosine, "nmse": self.vision_nmse},
-                "variants": {"text": KLD_TEXT.name, "tokens": KLD_TOKENS,
+                "variants": {"text": KLD_TEXT.name, "tokens": self.kld_tokens,
                              "results": [asdict(v) for v in self.variants]}}
 
 
@@ -121,7 +122,8 @@ def compare_variant(base_logprobs: np.ndarray, base_features: np.ndarray, model:
 
 
 def verify_onnx(folder: Path, checkpoint: Path | None = None, variants: tuple[str, ...] | None = None,
-                threads: int | None = None, progress=lambda stage, fraction=None: None) -> OnnxVerifyReport:
+                threads: int | None = None, tokens: int = KLD_TOKENS,
+                progress=lambda stage, fraction=None: None) -> OnnxVerifyReport:
     from smolconv.manifest import Manifest
     from smolconv.onnx.quantize import VARIANTS, suffix
     from smolconv.verify import _load_reference, _test_tile, reference_logits, reference_tile_embeddings
@@ -152,9 +154,9 @@ def verify_onnx(folder: Path, checkpoint: Path | None = None, variants: tuple[st
     reference = reference_tile_embeddings(model, checkpoint, tile)
     features = tile_features(base, tile, processor)
     del model
-    report = OnnxVerifyReport(text, cosine(reference, features), nmse(reference, features))
+    report = OnnxVerifyReport(text, cosine(reference, features), nmse(reference, features), kld_tokens=tokens)
 
-    ids = tokenizer(KLD_TEXT.read_text(), add_special_tokens=False)["input_ids"][:KLD_TOKENS]
+    ids = tokenizer(KLD_TEXT.read_text(), add_special_tokens=False)["input_ids"][:tokens]
     base_logprobs = log_softmax(last_logits(base, ids))
     for n, variant in enumerate(variants):
         progress(f"{variant} against fp32", n / max(1, len(variants)))
