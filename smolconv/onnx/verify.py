@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 
 from smolconv.errors import SmolconvError
 from smolconv.onnx.runtime import OnnxVLM
-from smolconv.verify import DEFAULT_PROMPTS, KLD_TEXT, nmse
+from smolconv.verify import DEFAULT_PROMPTS, KLD_TEXT, nmse, save_report
 
 MAX_NMSE = 1e-5
 MIN_VISION_COSINE = 0.9999
@@ -163,13 +162,6 @@ def verify_onnx(folder: Path, checkpoint: Path | None = None, variants: tuple[st
         report.variants.append(compare_variant(base_logprobs, features, OnnxVLM(folder, variant, threads), ids,
                                                tile, processor))
     report.seconds = time.monotonic() - started
-    report.path = folder / "verify.json"
-    tmp = report.path.with_name(f".verify.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    os.replace(tmp, report.path)
-    if manifest.data["steps"]:
-        manifest = Manifest.load(folder)
-        manifest.data["verify"] = {k: v for k, v in report.to_dict().items() if k != "text"} | {
-            "text": {"max_nmse": report.max_nmse, "top1_agree": report.to_dict()["text"]["top1_agree"]}}
-        manifest.save()
+    data = report.to_dict()
+    report.path = save_report(folder, data, {k: data["text"][k] for k in ("max_nmse", "top1_agree")})
     return report
