@@ -686,7 +686,8 @@ def export_onnx(
     model: Annotated[str, typer.Argument(help="Alias (256m, 500m, 2.2b), Hub id, or a local directory.")],
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: out/<model name>-onnx).")] = None,
     types: Annotated[list[str] | None, typer.Option(
-        "--type", "-t", help="fp32, fp16, quantized, q4 or q4f16, repeatable (default: fp32 fp16 quantized q4).")]
+        "--type", "-t", help="fp16, quantized, q4 or q4f16, repeatable (default: fp16 quantized q4); the fp32 "
+        "graphs are always written, the variants are made from them.")]
     = None,
     revision: Annotated[str | None, typer.Option("--revision", help="Branch, tag or commit to pin.")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Use the local Hub cache only.")] = False,

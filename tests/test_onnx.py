@@ -94,6 +94,14 @@ def test_build_json_records_every_output_and_a_rerun_skips_them(onnx_256m, fixtu
     assert {p: p.stat().st_mtime_ns for p in (onnx_256m / "onnx").iterdir()} == before
 
 
+def test_the_cli_reruns_the_export_without_redoing_it(onnx_256m, fixture_256m):
+    args = ["export-onnx", str(fixture_256m), "--out", str(onnx_256m), "--no-verify"]
+    result = run_cli(*args, *[a for v in VARIANTS for a in ("--type", v)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "onnx/decoder_model_merged_q4.onnx" in result.stdout
+    assert result.stdout.count("reused") == 3 * len(VARIANTS) and "written" not in result.stdout
+
+
 def test_fp32_graphs_answer_paris_and_stop(fp32):
     answer = "".join(fp32.stream([Message.of("user", "What is the capital of France?")], 48, Sampling()))
     assert "Paris" in answer, answer
@@ -309,3 +317,28 @@ def test_tensors_written_one_file_each_are_merged_into_one_data_file(tmp_path):
     x = rng.standard_normal((1, 64)).astype(np.float32)
     out = ort.InferenceSession(str(final), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(out, x @ weights[0] @ weights[1] @ weights[2], rtol=1e-4)
+
+
+def test_the_vision_graph_takes_patches_that_do_not_divide_the_tile(fixture_tiny, tmp_path):
+    """2.2B's tower cuts 384-px tiles into 14-px patches (27 of them, 6 px left over): the exported graph must
+    drop the remainder as the patch convolution does. The tiny fixture's config, reshaped to that case."""
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoConfig, SmolVLMForConditionalGeneration
+
+    from smolconv.onnx.export import export_graph
+    from smolconv.onnx.verify import cosine
+    from smolconv.verify import reference_tile_embeddings
+
+    config = AutoConfig.from_pretrained(fixture_tiny)
+    config.vision_config.patch_size, config.vision_config.image_size, config.scale_factor = 14, 130, 3
+    torch.manual_seed(0)
+    model = SmolVLMForConditionalGeneration(config).eval()
+    path = tmp_path / "vision_encoder.onnx"
+    export_graph(model, "vision_encoder", path)
+    tile = np.random.default_rng(0).integers(0, 255, (130, 130, 3)).astype(np.uint8)
+    pixels = ((tile.astype(np.float32) / 255 - 0.5) / 0.5).transpose(2, 0, 1)[None, None]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ours = session.run(None, {"pixel_values": pixels, "pixel_attention_mask": np.ones((1, 1, 130, 130), bool)})[0]
+    reference = reference_tile_embeddings(model, fixture_tiny, tile)
+    assert ours.shape == (1, 9, 256) and cosine(reference, ours[0]) >= 0.9999

@@ -39,7 +39,9 @@ class VisionEncoder(nn.Module):
         pixels, mask = pixels[real], mask[real]
 
         rows, cols = h // self.patch, w // self.patch
-        # A patch takes part when any of its pixels is real (as transformers decides it).
+        # A patch takes part when any of its pixels is real (as transformers decides it). Pixels past the last
+        # whole patch are dropped, as the patch convolution drops them (2.2B: 384 px in 14 px patches).
+        mask = mask[:, : rows * self.patch, : cols * self.patch]
         patches = mask.reshape(-1, rows, self.patch, cols, self.patch).to(torch.int32).amax(dim=(2, 4)) > 0
         n_rows = patches[:, :, 0].to(torch.int64).sum(1).clamp(min=1)[:, None, None]
         n_cols = patches[:, 0, :].to(torch.int64).sum(1).clamp(min=1)[:, None, None]
