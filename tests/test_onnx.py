@@ -342,3 +342,14 @@ def test_the_vision_graph_takes_patches_that_do_not_divide_the_tile(fixture_tiny
     ours = session.run(None, {"pixel_values": pixels, "pixel_attention_mask": np.ones((1, 1, 130, 130), bool)})[0]
     reference = reference_tile_embeddings(model, fixture_tiny, tile)
     assert ours.shape == (1, 9, 256) and cosine(reference, ours[0]) >= 0.9999
+
+
+def test_the_onnx_verify_gates_decide_the_result():
+    from smolconv.onnx.verify import OnnxVerifyReport, TextResult
+
+    good = OnnxVerifyReport([TextResult("a", 3, 1e-11, True)], vision_cosine=0.99999, vision_nmse=1e-9)
+    assert good.passed and good.failures == []
+    bad = OnnxVerifyReport([TextResult("a", 3, 1e-11, True), TextResult("b", 4, 2e-5, False)], 0.999, 1e-3)
+    assert not bad.passed
+    assert bad.failures == ["fp32 logits NMSE 2.00e-05 is over the gate 1e-05",
+                            "vision features cosine 0.999000 is under 0.9999"]

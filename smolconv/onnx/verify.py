@@ -60,16 +60,17 @@ class OnnxVerifyReport:
 
     @property
     def max_nmse(self) -> float:
-        return max(r.nmse for r in self.text) if self.text else math.nan
+        return max((r.nmse for r in self.text), default=math.nan)
 
     @property
     def failures(self) -> list[str]:
-        problems = []
-        if not self.max_nmse < self.max_nmse_gate:
-            problems.append(f"fp32 logits NMSE {self.max_nmse:.2e} is over the gate {self.max_nmse_gate:.0e}")
-        if not self.vision_cosine >= self.min_cosine_gate:
-            problems.append(f"vision features cosine {self.vision_cosine:.6f} is under {self.min_cosine_gate}")
-        return problems
+        checks = (
+            (self.max_nmse < self.max_nmse_gate,
+             f"fp32 logits NMSE {self.max_nmse:.2e} is over the gate {self.max_nmse_gate:.0e}"),
+            (self.vision_cosine >= self.min_cosine_gate,
+             f"vision features cosine {self.vision_cosine:.6f} is under {self.min_cosine_gate}"),
+        )
+        return [problem for passed, problem in checks if not passed]
 
     @property
     def passed(self) -> bool:
