@@ -593,7 +593,8 @@ def _print_smoke(report) -> None:
 @app.command()
 def smoke(
     target: Annotated[str, typer.Argument(help="A build directory, or an Ollama model tag with --backend ollama.")],
-    backend: Annotated[str, typer.Option("--backend", help="llama-server or ollama.")] = "llama-server",
+    backend: Annotated[str, typer.Option(
+        "--backend", help="llama-server, ollama, or onnx (a folder `export-onnx` wrote).")] = "llama-server",
     types: TypesOption = None,
     url: Annotated[str | None, typer.Option(
         "--url", help="A running llama-server (default: smolconv starts one per variant), or the Ollama host.")] = None,
@@ -704,3 +705,74 @@ def verify(
     if not report.passed:
         err_console.print(f"[bold red]verify failed[/] {'; '.join(report.failures)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------------------------------
+# ONNX
+
+def _print_onnx_verify(report) -> None:
+    text = Table(title="ONNX fp32 against transformers (float32): last-token logits")
+    for column in ("prompt", "tokens", "NMSE", "top-1"):
+        text.add_column(column, overflow="fold")
+    for r in report.text:
+        text.add_row(repr(r.prompt[:50]), str(r.n_tokens), f"{r.nmse:.2e}",
+                     "same" if r.top1_same else "[red]differs[/]")
+    console.print(text)
+    console.print(f"max NMSE {report.max_nmse:.2e} (gate < {report.max_nmse_gate:.0e}); vision features vs HF "
+                  f"connector: cosine {report.vision_cosine:.6f} (gate >= {report.min_cosine_gate}), "
+                  f"NMSE {report.vision_nmse:.2e}", highlight=False, soft_wrap=True)
+    if report.variants:
+        table = Table(title="each variant against fp32")
+        for column in ("variant", "mean KLD", "same top token", "vision cosine"):
+            table.add_column(column)
+        for v in report.variants:
+            table.add_row(v.variant, f"{v.mean_kld:.4f}", f"{100 * v.same_top:.1f}%", f"{v.vision_cosine:.5f}")
+        console.print(table)
+    console.print(f"report: {report.path}", highlight=False, soft_wrap=True)
+
+
+@app.command("export-onnx")
+def export_onnx(
+    model: Annotated[str, typer.Argument(help="Alias (256m, 500m, 2.2b), Hub id, or a local directory.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: out/<model name>-onnx).")] = None,
+    types: Annotated[list[str] | None, typer.Option(
+        "--type", "-t", help="fp16, quantized, q4 or q4f16, repeatable (default: fp16 quantized q4); the fp32 "
+        "graphs are always written, the variants are made from them.")]
+    = None,
+    revision: Annotated[str | None, typer.Option("--revision", help="Branch, tag or commit to pin.")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Use the local Hub cache only.")] = False,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify",
+                                         help="Compare fp32 with transformers and each variant with fp32.")] = True,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for onnxruntime in verify.")] = None,
+    force: ForceOption = False,
+) -> None:
+    """Export the three ONNX graphs (vision_encoder, embed_tokens, decoder_model_merged) and their variants."""
+    from smolconv.onnx.export import DEFAULT_VARIANTS, ExportOptions
+    from smolconv.onnx.export import export_onnx as export_stage
+
+    options = ExportOptions(model, out, tuple(types or DEFAULT_VARIANTS), force, revision, offline)
+    try:
+        bar, progress = _progress_bar()
+        with bar:
+            result = export_stage(options, progress)
+            report = None
+            if verify:
+                from smolconv.onnx.verify import verify_onnx
+
+                report = verify_onnx(result.out_dir, threads=threads, progress=progress)
+    except SmolconvError as exc:
+        raise _fail(exc) from None
+    table = Table(title=f"ONNX export: {result.out_dir}")
+    for column in ("file", "MiB", ""):
+        table.add_column(column, overflow="fold")
+    for name, path in result.files.items():
+        size = sum(p.stat().st_size for p in (path, path.with_name(path.name + "_data")) if p.exists())
+        table.add_row(str(path.relative_to(result.out_dir)), f"{size / 2**20:.1f}",
+                      "reused" if name in result.reused else "written")
+    console.print(table)
+    if report is not None:
+        _print_onnx_verify(report)
+        if not report.passed:
+            err_console.print(f"[bold red]verify failed[/] {'; '.join(report.failures)}", highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(1)

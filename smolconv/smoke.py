@@ -1,7 +1,8 @@
 """`smolconv smoke`: ask a built model a fixed set of questions, with and without images, and judge the answers.
 
 Backends: llama-server (`/v1/chat/completions`, images as data URIs; smolconv starts the server unless a URL
-is given) and Ollama (`/api/chat` through the official `ollama` Python client).
+is given), Ollama (`/api/chat` through the official `ollama` Python client), and onnx (an `export-onnx` folder
+run in process by smolconv.onnx.runtime).
 
 Every case must be accepted by the backend, stop by itself (end of utterance, not the token limit) and
 contain no chat-template tokens. Image cases must also show that the image reached the model: the prompt
@@ -30,7 +31,7 @@ from smolconv.errors import SmolconvError
 from smolconv.images import load_image, write_smoke_images
 from smolconv.plan import PlanSettings, Projector
 
-BACKENDS = ("llama-server", "ollama")
+BACKENDS = ("llama-server", "ollama", "onnx")
 # Text that must never reach a user: SmolVLM2's template and image tokens, and SmolLM2's ChatML.
 TEMPLATE_TOKENS = ("<end_of_utterance>", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<image>",
                    "<fake_token_around_image>", "<global-img>", "<row_")
@@ -401,6 +402,9 @@ def _runs(options: SmokeOptions, target_dir: Path | None, toolchain):
         # Only for the backends below that get no variant; a served variant carries its own projector.
         return build_variants(target_dir)[0].projector if target_dir else None
 
+    if options.backend == "onnx":
+        yield from _onnx_runs(options, target_dir)
+        return
     if options.backend == "ollama":
         shared = projector()
         for tag in _ollama_tags(options, target_dir):
@@ -420,6 +424,16 @@ def _runs(options: SmokeOptions, target_dir: Path | None, toolchain):
         variants = [v for v in variants if v.name != "F16"] or variants  # the products, not the intermediate
     for variant in variants:
         yield _served(target_dir, variant, options, toolchain)
+
+
+def _onnx_runs(options: SmokeOptions, target_dir: Path | None):
+    from smolconv.onnx.runtime import OnnxBackend, folder_projector, folder_variants
+
+    if target_dir is None:
+        raise SmolconvError(f"{options.target} is not a directory", "pass a folder `smolconv export-onnx` wrote")
+    for variant in options.types or folder_variants(target_dir):
+        backend = OnnxBackend(target_dir, variant.lower(), n_ctx=options.num_ctx, threads=options.threads)
+        yield _fixed(backend, variant.lower(), folder_projector(target_dir), backend.n_ctx)
 
 
 def _ollama_tags(options: SmokeOptions, target_dir: Path | None) -> list[str]:

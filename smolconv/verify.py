@@ -428,13 +428,21 @@ def verify(options: VerifyOptions, toolchain: Toolchain, progress=lambda stage, 
                                   options.threads)
     report = VerifyReport(text=text, vision=vision, kld=kld, gates=gates, f16_ppl=f16_ppl,
                           seconds=time.monotonic() - started)
-    report.path = out_dir / "verify.json"
-    tmp = report.path.with_name(f".verify.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    os.replace(tmp, report.path)
-    if manifest.data["steps"]:
-        manifest = Manifest.load(out_dir)
-        manifest.data["verify"] = {k: v for k, v in report.to_dict().items() if k != "text"} | {
-            "text": {"max_nmse": report.max_nmse, "top1_agree": f"{sum(r.top1_same for r in text)}/{len(text)}"}}
-        manifest.save()
+    report.path = save_report(out_dir, report.to_dict(), {
+        "max_nmse": report.max_nmse, "top1_agree": f"{sum(r.top1_same for r in text)}/{len(text)}"})
     return report
+
+
+def save_report(out_dir: Path, data: dict, text_summary: dict) -> Path:
+    """Write verify.json, and the report without its per-prompt rows into build.json (when smolconv wrote one)."""
+    from smolconv.manifest import Manifest
+
+    path = out_dir / "verify.json"
+    tmp = path.with_name(f".verify.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+    manifest = Manifest.load(out_dir)
+    if manifest.data["steps"]:
+        manifest.data["verify"] = {k: v for k, v in data.items() if k != "text"} | {"text": text_summary}
+        manifest.save()
+    return path
