@@ -18,8 +18,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from smolconv.checkpoint import CheckpointInfo, read_json_object, safetensors_header
+from smolconv.checkpoint import CheckpointInfo, inspect_checkpoint, read_json_object, safetensors_header
 from smolconv.errors import SmolconvError
+from smolconv.manifest import Manifest
+from smolconv.pull import PullOptions, Source, pull_adapter, resolve_model
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -313,3 +315,47 @@ def check_adapter(adapter: AdapterInfo, base: CheckpointInfo, repo_id: str | Non
     check_shapes(adapter, base)
     if adapter_format == "gguf":
         check_gguf_format(adapter, base)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pulling and checking, for the stages that take --adapter
+
+
+@dataclass
+class AdapterSetup:
+    """An adapter that passed every check against its base, and what became of it."""
+
+    source: Source
+    info: AdapterInfo
+    format: str
+    merged: Path | None = None        # merge: the merged checkpoint directory
+    gguf: Path | None = None          # gguf: the adapter GGUF
+    skipped: bool = False
+    seconds: float = 0.0
+
+    def to_record(self, manifest: Manifest) -> dict:
+        """build.json's "adapter": where it came from, what it is, and what smolconv made of it."""
+        files = {p.name: manifest.sha256(p) for p in self.info.files()}
+        record = {**self.source.to_record(), "files": files, **self.info.to_record(), "format": self.format}
+        if self.merged is not None:
+            record["merged"] = manifest.output_name(self.merged)
+        if self.gguf is not None:
+            record["gguf"] = self.gguf.name
+        return record
+
+
+def load_adapter(adapter: str, revision: str | None, adapter_format: str, model: str, *,
+                 local_files_only: bool = False, force: bool = False) -> AdapterSetup:
+    """Pull the adapter and check it against the model asked for, before the base is downloaded."""
+    if adapter_format not in FORMATS:
+        raise SmolconvError(f"unknown --adapter-format {adapter_format!r}", "use merge or gguf")
+    adapter_source = pull_adapter(PullOptions(adapter, revision=revision, local_files_only=local_files_only))
+    info = inspect_adapter(adapter_source.path, name=adapter_source.name)
+    repo_id, local = resolve_model(model)
+    check_base(info, repo_id, local or Path(model), force=force)
+    return AdapterSetup(adapter_source, info, adapter_format)
+
+
+def check_adapter_against(setup: AdapterSetup, source: Source, *, force: bool = False) -> None:
+    """With the base at hand: tensor shapes, and what the chosen format can hold."""
+    check_adapter(setup.info, inspect_checkpoint(source.path), source.repo_id, setup.format, force=force)

@@ -217,7 +217,7 @@ def pull(
     force: Annotated[bool, typer.Option("--force", help="Accept an adapter trained on another base name.")] = False,
 ) -> None:
     """Download a checkpoint snapshot (resumable) into the Hugging Face cache and print its path."""
-    from smolconv.pipeline import check_adapter_against, load_adapter
+    from smolconv.adapter import check_adapter_against, load_adapter
     from smolconv.pull import PullOptions
     from smolconv.pull import pull as pull_stage
 
@@ -250,7 +250,8 @@ def convert(
     llama_cpp: LlamaCppOption = None,
 ) -> None:
     """Convert a checkpoint to a text GGUF and a vision projector (mmproj) GGUF, checked after writing."""
-    from smolconv.pipeline import check_adapter_against, convert_source, load_adapter
+    from smolconv.adapter import check_adapter_against, load_adapter
+    from smolconv.pipeline import convert_source
     from smolconv.pull import Source
 
     source = Source(path=checkpoint, repo_id=None, revision=None, model=str(checkpoint))
@@ -744,13 +745,17 @@ def export_onnx(
     verify: Annotated[bool, typer.Option("--verify/--no-verify",
                                          help="Compare fp32 with transformers and each variant with fp32.")] = True,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for onnxruntime in verify.")] = None,
+    adapter: Annotated[str | None, typer.Option(
+        "--adapter", help="A PEFT LoRA/DoRA adapter (directory or Hub id), merged in float32 before export.")] = None,
+    adapter_revision: AdapterRevisionOption = None,
     force: ForceOption = False,
 ) -> None:
     """Export the three ONNX graphs (vision_encoder, embed_tokens, decoder_model_merged) and their variants."""
     from smolconv.onnx.export import DEFAULT_VARIANTS, ExportOptions
     from smolconv.onnx.export import export_onnx as export_stage
 
-    options = ExportOptions(model, out, tuple(types or DEFAULT_VARIANTS), force, revision, offline)
+    options = ExportOptions(model, out, tuple(types or DEFAULT_VARIANTS), force, revision, offline, adapter,
+                            adapter_revision)
     try:
         bar, progress = _progress_bar()
         with bar:

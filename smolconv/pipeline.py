@@ -15,8 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smolconv.adapter import FORMATS as ADAPTER_FORMATS
-from smolconv.adapter import AdapterInfo, check_adapter, check_base, inspect_adapter
+from smolconv.adapter import AdapterSetup, check_adapter_against, load_adapter
 from smolconv.checkpoint import inspect_checkpoint
 from smolconv.convert import ConvertOptions, ConvertResult, convert, convert_adapter
 from smolconv.errors import SmolconvError
@@ -24,7 +23,7 @@ from smolconv.manifest import Manifest
 from smolconv.package import PackageOptions, PackageResult, package
 from smolconv.plan import PlanSettings
 from smolconv.progress import ProgressFn, no_progress
-from smolconv.pull import PullOptions, Source, pull, pull_adapter, resolve_model
+from smolconv.pull import PullOptions, Source, pull
 from smolconv.quantize import DEFAULT_TYPES, QuantizeOptions, QuantizeResult, check_request, quantize
 from smolconv.smoke import BACKENDS, SmokeOptions, SmokeReport, smoke
 from smolconv.toolchain import Toolchain
@@ -80,46 +79,6 @@ class BuildResult:
     @property
     def passed(self) -> bool:
         return not self.failures
-
-
-@dataclass
-class AdapterSetup:
-    """An adapter that passed every check against its base, and what became of it."""
-
-    source: Source
-    info: AdapterInfo
-    format: str
-    merged: Path | None = None        # merge: the merged checkpoint directory
-    gguf: Path | None = None          # gguf: the adapter GGUF
-    skipped: bool = False
-    seconds: float = 0.0
-
-    def to_record(self, manifest: Manifest) -> dict:
-        """build.json's "adapter": where it came from, what it is, and what smolconv made of it."""
-        files = {p.name: manifest.sha256(p) for p in self.info.files()}
-        record = {**self.source.to_record(), "files": files, **self.info.to_record(), "format": self.format}
-        if self.merged is not None:
-            record["merged"] = manifest.output_name(self.merged)
-        if self.gguf is not None:
-            record["gguf"] = self.gguf.name
-        return record
-
-
-def load_adapter(adapter: str, revision: str | None, adapter_format: str, model: str, *,
-                 local_files_only: bool = False, force: bool = False) -> AdapterSetup:
-    """Pull the adapter and check it against the model asked for, before the base is downloaded."""
-    if adapter_format not in ADAPTER_FORMATS:
-        raise SmolconvError(f"unknown --adapter-format {adapter_format!r}", "use merge or gguf")
-    adapter_source = pull_adapter(PullOptions(adapter, revision=revision, local_files_only=local_files_only))
-    info = inspect_adapter(adapter_source.path, name=adapter_source.name)
-    repo_id, local = resolve_model(model)
-    check_base(info, repo_id, local or Path(model), force=force)
-    return AdapterSetup(adapter_source, info, adapter_format)
-
-
-def check_adapter_against(setup: AdapterSetup, source: Source, *, force: bool = False) -> None:
-    """With the base at hand: tensor shapes, and what the chosen format can hold."""
-    check_adapter(setup.info, inspect_checkpoint(source.path), source.repo_id, setup.format, force=force)
 
 
 def convert_source(source: Source, out_dir: Path, outtype: str, toolchain: Toolchain, progress: ProgressFn,

@@ -259,9 +259,29 @@ def test_a_users_file_is_not_replaced_without_force(fixture_256m, tmp_path):
     assert (out / "onnx" / "vision_encoder.onnx").read_text() == "mine"
 
 
-def test_an_adapter_is_refused_until_the_adapter_issue_lands(fixture_256m, tmp_path):
-    with pytest.raises(SmolconvError, match="--adapter"):
-        export_onnx(ExportOptions(str(fixture_256m), tmp_path / "out", adapter=tmp_path))
+def test_an_adapter_is_merged_before_export_and_checked_against_peft(fixture_tiny, tmp_path):
+    from smolconv.onnx.verify import verify_onnx
+    from tests.adapters import make_adapter
+
+    adapter = make_adapter(fixture_tiny, tmp_path / "tiny-lora")
+    out = tmp_path / "out"
+    export_onnx(ExportOptions(str(fixture_tiny), out, variants=("fp32",), adapter=str(adapter)))
+    manifest = json.loads((out / "build.json").read_text())
+    assert manifest["adapter"]["format"] == "merge" and manifest["adapter"]["name"] == "tiny-lora"
+    assert manifest["adapter"]["parts"] == ["vision", "text"]
+    assert (out / "merged" / "config.json").is_file()
+    # Against transformers + peft (unmerged): the graphs are the fine-tune, vision tower included.
+    report = verify_onnx(out, variants=())
+    assert report.passed, report.failures
+    assert report.max_nmse < 1e-5
+
+
+def test_an_adapter_for_another_model_is_refused_before_export(fixture_tiny, fixture_256m, tmp_path):
+    from tests.adapters import make_adapter
+
+    adapter = make_adapter(fixture_tiny, tmp_path / "tiny-lora")
+    with pytest.raises(SmolconvError, match="trained on"):
+        export_onnx(ExportOptions(str(fixture_256m), tmp_path / "out", adapter=str(adapter)))
     assert not (tmp_path / "out").exists()
 
 

@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smolconv.errors import SmolconvError
 from smolconv.onnx.quantize import DEFAULT_VARIANTS, check_variants, make_variant, suffix, variant_params
 from smolconv.progress import ProgressFn, no_progress
 
@@ -45,9 +44,10 @@ class ExportOptions:
     force: bool = False
     revision: str | None = None
     local_files_only: bool = False
-    # Hook for the adapter issue (#13): a PEFT adapter to merge into the model before export. Not wired yet:
-    # export_onnx refuses it rather than export the base model under the adapter's name.
-    adapter: Path | None = None
+    # A PEFT adapter (directory or Hub id): merged into the checkpoint in float32 (BUILD/merged/), which is
+    # then exported. ONNX graphs have no run-time LoRA, so merging is the one way in.
+    adapter: str | None = None
+    adapter_revision: str | None = None
 
 
 @dataclass
@@ -68,23 +68,37 @@ def export_onnx(options: ExportOptions, progress: ProgressFn = no_progress) -> E
 
     require_onnx()
     variants = check_variants(tuple(options.variants) or DEFAULT_VARIANTS)
-    if options.adapter is not None:
-        raise SmolconvError("--adapter is not supported by export-onnx yet",
-                            "merge the adapter into the checkpoint first and export that directory")
+    from smolconv.adapter import check_adapter_against, load_adapter
     from smolconv.checkpoint import inspect_checkpoint
     from smolconv.manifest import Manifest
+    from smolconv.merge import MergeOptions, merge
     from smolconv.pull import PullOptions, pull
 
+    adapter = None
+    if options.adapter is not None:
+        adapter = load_adapter(options.adapter, options.adapter_revision, "merge", options.model,
+                               local_files_only=options.local_files_only, force=options.force)
     source = pull(PullOptions(options.model, revision=options.revision, local_files_only=options.local_files_only))
     info = inspect_checkpoint(source.path)
-    out_dir = Path(options.out_dir or Path("out") / f"{source.name}-onnx")
+    if adapter is not None:
+        check_adapter_against(adapter, source, force=options.force)
+    name = adapter.info.name if adapter else source.name
+    out_dir = Path(options.out_dir or Path("out") / f"{name}-onnx")
     started = time.monotonic()
 
     from smolconv.fsutil import ensure_writable_dir
 
     ensure_writable_dir(out_dir / "onnx")
+    if adapter is not None:
+        merged = merge(MergeOptions(info, adapter.info, out_dir, force=options.force), progress)
+        adapter.merged, adapter.skipped, adapter.seconds = merged.path, merged.skipped, merged.seconds
+        info = inspect_checkpoint(merged.path)  # the graphs are the fine-tune's
     manifest = Manifest.load(out_dir)
     manifest.data["source"] = source.to_record()
+    if adapter is not None:
+        manifest.data["adapter"] = adapter.to_record(manifest)
+    else:
+        manifest.data.pop("adapter", None)
     result = ExportResult(out_dir)
     inputs = {p.name: manifest.sha256(p) for p in info.input_files()}
 

@@ -139,8 +139,10 @@ def verify_onnx(folder: Path, checkpoint: Path | None = None, variants: tuple[st
         variants = tuple(v for v in VARIANTS if v != "fp32"
                          and (folder / "onnx" / f"decoder_model_merged{suffix(v)}.onnx").is_file())
     base = OnnxVLM(folder, "fp32", threads)
-    progress("loading the Hugging Face reference (float32)", None)
-    tokenizer, model = _load_reference(checkpoint)
+    # An exported fine-tune is checked against base + adapter as peft applies it (unmerged).
+    adapter = manifest.data.get("adapter", {}).get("path")
+    progress("loading the Hugging Face reference (float32)" + (" with the adapter" if adapter else ""), None)
+    tokenizer, model = _load_reference(checkpoint, Path(adapter) if adapter else None)
     text = []
     for n, prompt in enumerate(DEFAULT_PROMPTS):
         progress("fp32 logits against transformers", n / len(DEFAULT_PROMPTS))
