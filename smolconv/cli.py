@@ -293,7 +293,7 @@ def build(
         local_files_only=offline, presets=tuple(presets or ()), name=name, create=create, via=via,
         verify=verify, smoke=smoke, backend=backend)
     try:
-        options.settings = _plan_settings(vram, reserve, "512MiB", kv_type, None)
+        options.settings = _plan_settings(vram, reserve, None, kv_type, None)
         options.gates = _gates(1e-4, max_kld)
     except SmolconvError as exc:
         raise _fail(exc) from None
@@ -326,11 +326,12 @@ def build(
 # --------------------------------------------------------------------------------------------------
 # plan
 
-def _plan_settings(vram: str, reserve: str, overhead: str, kv_type: str, num_ctx: int | None,
+def _plan_settings(vram: str, reserve: str, overhead: str | None, kv_type: str, num_ctx: int | None,
                    max_ctx: int | None = None):
     from smolconv.plan import PlanSettings, parse_size
 
-    return PlanSettings(vram=parse_size(vram), reserve=parse_size(reserve), overhead=parse_size(overhead),
+    return PlanSettings(vram=parse_size(vram), reserve=parse_size(reserve),
+                        overhead=None if overhead is None else parse_size(overhead),
                         kv_type=kv_type.lower(), num_ctx=num_ctx, max_ctx=max_ctx)
 
 
@@ -371,7 +372,9 @@ def plan(
     types: TypesOption = None,
     vram: VramOption = "8GiB",
     reserve: ReserveOption = "512MiB",
-    overhead: Annotated[str, typer.Option("--overhead", help="CUDA context and workspace.")] = "512MiB",
+    overhead: Annotated[str | None, typer.Option(
+        "--overhead", help="A flat figure for the CUDA runtime outside llama.cpp's buffers (default: the model "
+        "fitted on an H100: context, cuBLAS, memory pool).")] = None,
     kv_type: KvTypeOption = "f16",
     num_ctx: NumCtxOption = None,
     max_ctx: Annotated[int | None, typer.Option("--max-ctx", help="Never plan a context above this.")] = None,
@@ -450,7 +453,7 @@ def package(
     if via not in ("auto", "cli", "api"):
         raise _fail(SmolconvError(f"unknown --via {via!r}", "use auto, cli or api"))
     try:
-        settings = _plan_settings(vram, reserve, "512MiB", kv_type, num_ctx)
+        settings = _plan_settings(vram, reserve, None, kv_type, num_ctx)
         options = PackageOptions(out, tuple(types or ()), tuple(presets or ()), name, settings, force, create, via)
         bar, progress = _progress_bar()
         with bar:
@@ -513,7 +516,7 @@ def serve(
     # `kill` (SIGTERM) stops the server in order too, like Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        settings = _plan_settings(vram, reserve, "512MiB", kv_type, num_ctx)
+        settings = _plan_settings(vram, reserve, None, kv_type, num_ctx)
         options = ServeOptions(out, variant, host=host, port=port, num_ctx=num_ctx, settings=settings, threads=threads)
         serve_stage(options, find_toolchain(llama_cpp), on_ready)
     except SmolconvError as exc:

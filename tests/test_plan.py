@@ -41,6 +41,40 @@ def test_plan_2p2b_prints_a_table_without_any_download():
     assert data[0]["free_after_load"] > data[1]["free_after_load"] > data[2]["free_after_load"]
 
 
+# The process's own GPU memory at its worst (nvidia-smi --query-compute-apps, MiB) serving 2.2b with the plan for an
+# 8 GiB card on an H100 (issue 15): after a 1024x768 image, and for Q4_K_M also over a 5.3k-token text prompt and a
+# 4.6k-token two-image prompt.
+H100_PEAK_MIB = {"Q4_K_M": 4195, "Q5_K_M": 4342, "Q8_0": 4910}
+
+
+def test_plan_2p2b_is_an_upper_bound_of_what_the_h100_measured_and_at_most_10_percent_above():
+    result = run_cli("plan", "2.2b", "--vram", "8GiB", "--json")
+    assert result.returncode == 0, result.stderr
+    data = {d["variant"]: d for d in json.loads(result.stdout)}
+    assert set(data) == set(H100_PEAK_MIB)
+    for variant, peak in H100_PEAK_MIB.items():
+        memory = data[variant]["memory"]
+        assert peak * MiB <= memory["total"] <= 1.10 * peak * MiB, (variant, memory["total"] / MiB)
+        # The part outside llama.cpp's buffers is the modelled runtime, not a flat allowance.
+        assert memory["overhead"] == memory["cuda_context"] + memory["cublas"] + memory["cuda_pool"]
+        assert memory["cublas"] > 0 and memory["cuda_pool"] > 0
+
+
+def test_the_runtime_model_follows_what_is_on_the_gpu_and_a_flat_overhead_replaces_it():
+    variant = estimated_variant(get_shape("2.2b"), "Q4_K_M")
+    settings = PlanSettings()
+    full = estimate(variant, 8192, settings)
+    text_only = estimate(variant, 8192, settings, projector_on_device=False)
+    nothing = estimate(variant, 2048, settings, n_gpu_layers=0, projector_on_device=False)
+    assert full.cuda_pool > text_only.cuda_pool > nothing.cuda_pool == 0
+    assert nothing.cublas == 0 and nothing.cuda_context == full.cuda_context > 0
+    # A bigger ubatch holds more in the pool while a prompt is processed.
+    assert estimate(variant, 8192, PlanSettings(n_ubatch=2048)).cuda_pool > full.cuda_pool
+    flat = estimate(variant, 8192, PlanSettings(overhead=300 * MiB))
+    assert flat.overhead == 300 * MiB and flat.total - flat.overhead == full.total - full.overhead
+    assert estimate(variant, 8192, settings, cpu_backend=True).overhead == 0
+
+
 def test_estimated_2p2b_q4_k_m_matches_ggml_orgs_published_file():
     # ggml-org's SmolVLM2-2.2B-Instruct-Q4_K_M.gguf is 1,112,602,656 bytes; the rest is metadata (vocabulary).
     tensors = sum(size for _, size in estimated_tensor_types(get_shape("2.2b"), "Q4_K_M").values())
