@@ -366,6 +366,30 @@ def _print_plans(plans, title: str) -> None:
                 seen.add(note)
 
 
+NOT_MEASURED = "not measured (no CUDA)"
+
+
+def _print_process_memory(plans, measured, worst) -> None:
+    """The process's own GPU memory (CUDA builds) beside its buffers and the plan's total."""
+    from smolconv.plan import format_bytes
+
+    table = Table(title="the process's GPU memory: idle, after the largest image, after a full context")
+    for column in ("variant", "plan total", "CUDA buffers", "idle", "after image", "peak", "outside buffers",
+                   "read by"):
+        table.add_column(column)
+    size = lambda n: "?" if n is None else format_bytes(n)  # noqa: E731
+    for p in plans:
+        case = worst.get(p.variant.name)
+        if case is None:
+            table.add_row(p.variant.name, format_bytes(p.memory.total), NOT_MEASURED, "", "", "", "", "")
+            continue
+        buffers = measured[p.variant.name].device_total
+        peak = case.peak
+        table.add_row(p.variant.name, format_bytes(p.memory.total), format_bytes(buffers), size(case.idle),
+                      size(case.after_image), size(peak), size(None if peak is None else peak - buffers), case.how)
+    console.print(table)
+
+
 @app.command()
 def plan(
     target: Annotated[str, typer.Argument(help="A build directory, or 256m / 500m / 2.2b (no download needed).")],
@@ -380,7 +404,8 @@ def plan(
     max_ctx: Annotated[int | None, typer.Option("--max-ctx", help="Never plan a context above this.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable plan.")] = False,
     measure: Annotated[bool, typer.Option(
-        "--measure", help="Also start llama-server on each built variant and compare its buffer sizes.")] = False,
+        "--measure", help="Also start llama-server on each built variant and compare its buffer sizes; on a CUDA "
+        "build also the process's GPU memory after the largest image and a full context.")] = False,
     llama_cpp: LlamaCppOption = None,
 ) -> None:
     """Fit each variant to the GPU: the largest num_ctx with every layer and the projector on it, else the offload."""
@@ -392,14 +417,19 @@ def plan(
     try:
         settings = _plan_settings(vram, reserve, overhead, kv_type, num_ctx, max_ctx)
         plans = plan_stage(PlanOptions(target, tuple(types or ()), settings))
-        measured = {}
+        measured, worst = {}, {}
         if measure:
+            import tempfile
+
             from smolconv.toolchain import find_toolchain
+            from smolconv.workload import measure_worst_case
 
             toolchain = find_toolchain(llama_cpp)
-            with err_console.status("measuring with llama-server"):
+            with err_console.status("measuring with llama-server"), tempfile.TemporaryDirectory() as images:
                 for p in plans:
                     measured[p.variant.name] = measure_llama_server(toolchain, p.variant, p.num_ctx, settings)
+                    if measured[p.variant.name].on_cuda:
+                        worst[p.variant.name] = measure_worst_case(toolchain, p.variant, settings, Path(images))
     except SmolconvError as exc:
         raise _fail(exc) from None
     if json_out:
@@ -407,6 +437,8 @@ def plan(
         for item in data:
             if item["variant"] in measured:
                 item["measured_by_llama_server"] = vars(measured[item["variant"]])
+                case = worst.get(item["variant"])
+                item["process_gpu_memory"] = case.to_dict() if case else NOT_MEASURED
         typer.echo(json.dumps(data, indent=2, default=str))
         return
     _print_plans(plans, f"plan for {target} on a {format_bytes(settings.vram)} GPU "
@@ -426,6 +458,7 @@ def plan(
                           f"{format_bytes(e.kv_cache)} / {format_bytes(m.kv_cache)}",
                           f"{format_bytes(e.total)} / {format_bytes(m.total)}")
         console.print(table)
+        _print_process_memory(plans, measured, worst)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -625,6 +625,20 @@ class MeasuredMemory:
         return (self.weights + self.projector_weights + self.kv_cache + self.compute + self.projector_compute
                 + self.output)
 
+    @property
+    def on_cuda(self) -> bool:
+        """llama-server put buffers on a CUDA device (CUDA0 ...): a CUDA build with a GPU."""
+        return any(key.split(":")[1].startswith("CUDA") and not key.split(":")[1].startswith("CUDA_Host")
+                   for key in self.buffers if key.count(":") == 2)
+
+    @property
+    def device_total(self) -> int:
+        """What the CUDA devices hold of the buffers (host-side buffers left out), in bytes."""
+        return int(round(sum(mib for key, mib in self.buffers.items()
+                             if key.count(":") == 2 and key.split(":")[1].startswith("CUDA")
+                             and not key.split(":")[1].startswith("CUDA_Host")) * MiB)
+                   + (self.projector_weights if self.on_cuda else 0))
+
 
 _BUFFER = re.compile(r"(?P<where>\w+):\s+(?P<dev>[\w.]+)\s+(?P<kind>model|KV|compute|output) buffer size\s*=\s*"
                      r"(?P<mib>[0-9.]+) MiB")

@@ -221,12 +221,12 @@ def _filler(n: int) -> str:
     return " ".join(["The red house stands by the green field under a yellow sun."] * n)
 
 
-def _long_prompt(backend: Backend, n_ctx: int, max_tokens: int) -> str:
-    """A user message that fills the context to num_ctx - max_tokens - a small margin.
+def fill_text(backend: Backend, tokens: int, question: str) -> str:
+    """Filler sentences and `question` that make a user message of about `tokens` prompt tokens (the chat
+    template around it included).
 
     The backend counts (both report prompt tokens), so this holds for any tokenizer: two short requests
     give the tokens of one filler sentence and of the rest of the prompt."""
-    question = "\n\nWhat colour is the house in the text above? Answer in one short sentence."
     counts = []
     for n in (8, 16):
         answer = backend.chat([Message.of("user", _filler(n) + question)], 1)
@@ -235,9 +235,14 @@ def _long_prompt(backend: Backend, n_ctx: int, max_tokens: int) -> str:
         counts.append(answer.prompt_tokens)
     per_sentence = (counts[1] - counts[0]) / 8
     fixed = counts[0] - 8 * per_sentence
-    target = n_ctx - max_tokens - LONG_PROMPT_MARGIN
-    n = max(1, int((target - fixed) / per_sentence))
+    n = max(1, int((tokens - fixed) / per_sentence))
     return _filler(n) + question
+
+
+def _long_prompt(backend: Backend, n_ctx: int, max_tokens: int) -> str:
+    """A user message that fills the context to num_ctx - max_tokens - a small margin."""
+    question = "\n\nWhat colour is the house in the text above? Answer in one short sentence."
+    return fill_text(backend, n_ctx - max_tokens - LONG_PROMPT_MARGIN, question)
 
 
 def run_suite(backend: Backend, images: dict[str, Path], *, n_ctx: int | None, projector: Projector | None,

@@ -19,6 +19,7 @@ from smolconv.plan import (
     estimated_tensor_types,
     estimated_variant,
     measure_llama_server,
+    parse_llama_server_memory,
     parse_size,
     plan_for_shape,
     plan_variant,
@@ -181,3 +182,34 @@ def test_image_and_video_frame_tokens_follow_smolvlm_layout():
     assert projector.image_tokens((512, 512)) == projector.image_tokens((2048, 2048))
     # llama.cpp tiles a 16:9 video frame like any image: 12 tiles and the overview, not transformers' one tile.
     assert projector.video_frame_tokens == 12 * 66 + 3 + 1 + 66 + 1
+
+
+# llama-server's start-up lines on a CUDA build (the H100 run of issue 15, Q4_K_M at num_ctx 8192).
+CUDA_LOG = """\
+load_tensors:   CPU_Mapped model buffer size =   102.66 MiB
+load_tensors:        CUDA0 model buffer size =  1005.21 MiB
+llama_kv_cache:      CUDA0 KV buffer size =  1536.00 MiB
+llama_context:  CUDA_Host  output buffer size =     0.19 MiB
+sched_reserve:      CUDA0 compute buffer size =    68.01 MiB
+sched_reserve:  CUDA_Host compute buffer size =    16.01 MiB
+load_hparams: model size:         831.87 MiB
+reserve_compute_meta:      CUDA0 compute buffer size =    21.58 MiB
+"""
+
+
+def test_buffers_on_a_cuda_device_are_told_apart_from_host_buffers():
+    cuda = parse_llama_server_memory(CUDA_LOG)
+    assert cuda.on_cuda
+    # What the issue's table calls llama-server's CUDA buffers: 3463 MiB.
+    assert cuda.device_total == pytest.approx((1005.21 + 1536 + 68.01 + 831.87 + 21.58) * MiB, abs=1)
+    cpu = parse_llama_server_memory(CUDA_LOG.replace("CUDA0", "CPU").replace("CUDA_Host", "CPU"))
+    assert not cpu.on_cuda and cpu.device_total == 0
+
+
+@pytest.mark.slow
+def test_plan_measure_on_a_cpu_build_says_the_process_memory_was_not_measured(toolchain, build_256m_q4_q8):
+    result = run_cli("plan", str(build_256m_q4_q8), "--type", "Q4_K_M", "--measure", "--json")
+    assert result.returncode == 0, result.stderr
+    [item] = json.loads(result.stdout)
+    assert item["measured_by_llama_server"]["kv_cache"] > 0
+    assert item["process_gpu_memory"] == "not measured (no CUDA)"
