@@ -572,7 +572,8 @@ def _print_smoke(report) -> None:
         table.add_column(column, overflow="fold")
     for r in report.results:
         a = r.answer
-        table.add_row(r.name, "[green]pass[/]" if r.passed else "[bold red]FAIL[/]", r.reason,
+        verdict = "[green]pass[/]" if r.passed else "[bold red]FAIL[/]"
+        table.add_row(r.name, f"{verdict} on {r.covered_by}" if r.covered_by else verdict, r.reason,
                       a_fmt(a and a.prompt_tokens, "{}"), a_fmt(a and a.ttft_s), a_fmt(a and a.prompt_tps, "{:.1f}"),
                       a_fmt(a and a.decode_tps, "{:.1f}"), a_fmt(a and a.wall_s, "{:.1f}"),
                       (a.text.strip()[:60] or "(empty)") if a else "")
