@@ -57,3 +57,26 @@ def test_toolchain_architectures_and_what_a_mismatch_means():
     assert arch_problem(h100, ["90"]) is None and arch_problem(h100, []) is None
     assert "JIT-compiled" in arch_problem(h100, ["89"])  # compute_89 PTX runs on sm_90 after a JIT compile
     assert "will not run" in arch_problem(old, ["89"])
+
+
+def test_worst_case_sends_the_largest_image_then_fills_the_context_with_images(tmp_path, monkeypatch):
+    # The requests against the fake Ollama daemon (it counts a word as a token and an image as the plan's
+    # tokens); the memory from the test-double nvidia-smi, which lists this process.
+    from smolconv.chat import OllamaBackend
+    from smolconv.workload import ANSWER_TOKENS, MARGIN, worst_case
+    from tests.fake_ollama import FakeOllama
+    from tests.test_smoke import PROJECTOR_256M
+
+    fake_nvidia_smi.install(tmp_path / "bin", monkeypatch, apps=f"{os.getpid()}, 1234")
+    with FakeOllama() as fake:
+        fake.state.models["m"] = {"parameters": "num_ctx 4096", "capabilities": ["vision"]}
+        fake.state.tokens_per_image = PROJECTOR_256M.max_image_tokens
+        case = worst_case(OllamaBackend("m", fake.host), os.getpid(), PROJECTOR_256M, 4096, tmp_path / "images")
+    image, *calibration, full = fake.state.chats
+    assert len(image["messages"][0]["images"]) == 1 and len(calibration) == 2
+    budget = 4096 - ANSWER_TOKENS - MARGIN
+    assert case.images_in_context == len(full["messages"][0]["images"]) == (budget - 256) // 1128 == 3
+    # the text fills what the images leave, to within one filler sentence
+    assert budget - 12 <= case.full_context.prompt_tokens <= budget
+    assert (case.idle, case.after_image, case.after_full_context, case.peak) == (1234 * MiB,) * 4
+    assert case.how == "nvidia-smi" and case.to_dict()["images_in_context"] == 3
