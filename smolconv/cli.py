@@ -334,7 +334,7 @@ def build(
         verify=verify, smoke=smoke, backend=backend, adapter=adapter, adapter_revision=adapter_revision,
         adapter_format=adapter_format)
     try:
-        options.settings = _plan_settings(vram, reserve, "512MiB", kv_type, None)
+        options.settings = _plan_settings(vram, reserve, None, kv_type, None)
         options.gates = _gates(1e-4, max_kld)
     except SmolconvError as exc:
         raise _fail(exc) from None
@@ -373,11 +373,12 @@ def build(
 # --------------------------------------------------------------------------------------------------
 # plan
 
-def _plan_settings(vram: str, reserve: str, overhead: str, kv_type: str, num_ctx: int | None,
+def _plan_settings(vram: str, reserve: str, overhead: str | None, kv_type: str, num_ctx: int | None,
                    max_ctx: int | None = None):
     from smolconv.plan import PlanSettings, parse_size
 
-    return PlanSettings(vram=parse_size(vram), reserve=parse_size(reserve), overhead=parse_size(overhead),
+    return PlanSettings(vram=parse_size(vram), reserve=parse_size(reserve),
+                        overhead=None if overhead is None else parse_size(overhead),
                         kv_type=kv_type.lower(), num_ctx=num_ctx, max_ctx=max_ctx)
 
 
@@ -412,19 +413,46 @@ def _print_plans(plans, title: str) -> None:
                 seen.add(note)
 
 
+NOT_MEASURED = "not measured (no CUDA)"
+
+
+def _print_process_memory(plans, measured, worst) -> None:
+    """The process's own GPU memory (CUDA builds) beside its buffers and the plan's total."""
+    from smolconv.plan import format_bytes
+
+    table = Table(title="the process's GPU memory: idle, after the largest image, after a full context")
+    for column in ("variant", "plan total", "CUDA buffers", "idle", "after image", "peak", "outside buffers",
+                   "read by"):
+        table.add_column(column)
+    size = lambda n: "?" if n is None else format_bytes(n)  # noqa: E731
+    for p in plans:
+        case = worst.get(p.variant.name)
+        if case is None:
+            table.add_row(p.variant.name, format_bytes(p.memory.total), NOT_MEASURED, "", "", "", "", "")
+            continue
+        buffers = measured[p.variant.name].device_total
+        peak = case.peak
+        table.add_row(p.variant.name, format_bytes(p.memory.total), format_bytes(buffers), size(case.idle),
+                      size(case.after_image), size(peak), size(None if peak is None else peak - buffers), case.how)
+    console.print(table)
+
+
 @app.command()
 def plan(
     target: Annotated[str, typer.Argument(help="A build directory, or 256m / 500m / 2.2b (no download needed).")],
     types: TypesOption = None,
     vram: VramOption = "8GiB",
     reserve: ReserveOption = "512MiB",
-    overhead: Annotated[str, typer.Option("--overhead", help="CUDA context and workspace.")] = "512MiB",
+    overhead: Annotated[str | None, typer.Option(
+        "--overhead", help="A flat figure for the CUDA runtime outside llama.cpp's buffers (default: the model "
+        "fitted on an H100: context, cuBLAS, memory pool).")] = None,
     kv_type: KvTypeOption = "f16",
     num_ctx: NumCtxOption = None,
     max_ctx: Annotated[int | None, typer.Option("--max-ctx", help="Never plan a context above this.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable plan.")] = False,
     measure: Annotated[bool, typer.Option(
-        "--measure", help="Also start llama-server on each built variant and compare its buffer sizes.")] = False,
+        "--measure", help="Also start llama-server on each built variant and compare its buffer sizes; on a CUDA "
+        "build also the process's GPU memory after the largest image and a full context.")] = False,
     llama_cpp: LlamaCppOption = None,
 ) -> None:
     """Fit each variant to the GPU: the largest num_ctx with every layer and the projector on it, else the offload."""
@@ -436,14 +464,19 @@ def plan(
     try:
         settings = _plan_settings(vram, reserve, overhead, kv_type, num_ctx, max_ctx)
         plans = plan_stage(PlanOptions(target, tuple(types or ()), settings))
-        measured = {}
+        measured, worst = {}, {}
         if measure:
+            import tempfile
+
             from smolconv.toolchain import find_toolchain
+            from smolconv.workload import measure_worst_case
 
             toolchain = find_toolchain(llama_cpp)
-            with err_console.status("measuring with llama-server"):
+            with err_console.status("measuring with llama-server"), tempfile.TemporaryDirectory() as images:
                 for p in plans:
                     measured[p.variant.name] = measure_llama_server(toolchain, p.variant, p.num_ctx, settings)
+                    if measured[p.variant.name].on_cuda:
+                        worst[p.variant.name] = measure_worst_case(toolchain, p.variant, settings, Path(images))
     except SmolconvError as exc:
         raise _fail(exc) from None
     if json_out:
@@ -451,6 +484,8 @@ def plan(
         for item in data:
             if item["variant"] in measured:
                 item["measured_by_llama_server"] = vars(measured[item["variant"]])
+                case = worst.get(item["variant"])
+                item["process_gpu_memory"] = case.to_dict() if case else NOT_MEASURED
         typer.echo(json.dumps(data, indent=2, default=str))
         return
     _print_plans(plans, f"plan for {target} on a {format_bytes(settings.vram)} GPU "
@@ -470,6 +505,7 @@ def plan(
                           f"{format_bytes(e.kv_cache)} / {format_bytes(m.kv_cache)}",
                           f"{format_bytes(e.total)} / {format_bytes(m.total)}")
         console.print(table)
+        _print_process_memory(plans, measured, worst)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -497,7 +533,7 @@ def package(
     if via not in ("auto", "cli", "api"):
         raise _fail(SmolconvError(f"unknown --via {via!r}", "use auto, cli or api"))
     try:
-        settings = _plan_settings(vram, reserve, "512MiB", kv_type, num_ctx)
+        settings = _plan_settings(vram, reserve, None, kv_type, num_ctx)
         options = PackageOptions(out, tuple(types or ()), tuple(presets or ()), name, settings, force, create, via)
         bar, progress = _progress_bar()
         with bar:
@@ -560,7 +596,7 @@ def serve(
     # `kill` (SIGTERM) stops the server in order too, like Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        settings = _plan_settings(vram, reserve, "512MiB", kv_type, num_ctx)
+        settings = _plan_settings(vram, reserve, None, kv_type, num_ctx)
         options = ServeOptions(out, variant, host=host, port=port, num_ctx=num_ctx, settings=settings, threads=threads)
         serve_stage(options, find_toolchain(llama_cpp), on_ready)
     except SmolconvError as exc:
@@ -583,7 +619,8 @@ def _print_smoke(report) -> None:
         table.add_column(column, overflow="fold")
     for r in report.results:
         a = r.answer
-        table.add_row(r.name, "[green]pass[/]" if r.passed else "[bold red]FAIL[/]", r.reason,
+        verdict = "[green]pass[/]" if r.passed else "[bold red]FAIL[/]"
+        table.add_row(r.name, f"{verdict} on {r.covered_by}" if r.covered_by else verdict, r.reason,
                       a_fmt(a and a.prompt_tokens, "{}"), a_fmt(a and a.ttft_s), a_fmt(a and a.prompt_tps, "{:.1f}"),
                       a_fmt(a and a.decode_tps, "{:.1f}"), a_fmt(a and a.wall_s, "{:.1f}"),
                       (a.text.strip()[:60] or "(empty)") if a else "")

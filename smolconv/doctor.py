@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from smolconv import __version__
 from smolconv.errors import SmolconvError
+from smolconv.gpu import MiB, arch_problem, built_archs, list_gpus
 from smolconv.ollama_api import ollama_host
 from smolconv.toolchain import (
     CONVERTER_MODULES,
@@ -58,7 +58,7 @@ def run_doctor(llama_cpp: str | None = None, work_dir: Path = Path(".")) -> Doct
     checks = [check_toolchain(llama_cpp)]
     checks.append(check_converter_packages())
     checks.append(check_ollama())
-    checks.append(check_gpu())
+    checks.append(check_gpu(checks[0].data.get("backend")))
     checks.append(check_disk(work_dir))
     return DoctorReport(checks)
 
@@ -109,25 +109,29 @@ def check_ollama() -> Check:
                  "`smolconv package --create` needs one", data)
 
 
-def check_gpu() -> Check:
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return Check("gpu", WARN, "none (no nvidia-smi): llama.cpp runs on the CPU", {"gpus": []})
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=name,memory.total,memory.free", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=20, check=True,
-        ).stdout
-    except (subprocess.SubprocessError, OSError) as exc:
-        return Check("gpu", WARN, f"nvidia-smi failed ({exc}): treating as no GPU", {"gpus": []})
-    gpus = []
-    for line in out.strip().splitlines():
-        name, total, free = (part.strip() for part in line.split(","))
-        gpus.append({"name": name, "total_mib": int(float(total)), "free_mib": int(float(free))})
+def check_gpu(backend: str | None = None) -> Check:
+    """The GPUs, their compute capability and driver; a warning when the installed toolchain (`backend`, as
+    toolchain.json records it: cuda89) was built for another architecture than a GPU here."""
+    gpus = list_gpus()
+    if gpus is None:
+        return Check("gpu", WARN, "none (no nvidia-smi, or it failed): llama.cpp runs on the CPU", {"gpus": []})
     if not gpus:
         return Check("gpu", WARN, "none: nvidia-smi lists no GPU", {"gpus": []})
-    text = "; ".join(f"{g['name']}, {g['total_mib']} MiB total, {g['free_mib']} MiB free" for g in gpus)
-    return Check("gpu", OK, text, {"gpus": gpus})
+    data = {"gpus": [{"name": g.name, "compute_cap": g.compute_cap, "driver": g.driver,
+                      "total_mib": g.memory_total // MiB, "free_mib": g.memory_free // MiB} for g in gpus],
+            "toolchain_backend": backend}
+    text = "; ".join(f"{g.name} (compute {g.compute_cap}), driver {g.driver}, {g.memory_total // MiB} MiB total, "
+                     f"{g.memory_free // MiB} MiB free" for g in gpus)
+    archs = built_archs(backend)
+    problems = [p for p in (arch_problem(g, archs) for g in gpus) if p]
+    if problems:
+        data["problems"] = problems
+        return Check("gpu", WARN, f"{text}. {problems[0]}: rebuild with `smolconv setup --cuda --cuda-arch "
+                     f"{gpus[0].arch}`", data)
+    if backend and not archs:  # a CPU toolchain on a machine with a GPU
+        return Check("gpu", WARN, f"{text}. The llama.cpp toolchain is a CPU build: `smolconv setup --cuda "
+                     f"--cuda-arch {gpus[0].arch}` uses the GPU", data)
+    return Check("gpu", OK, text, data)
 
 
 def check_disk(work_dir: Path) -> Check:

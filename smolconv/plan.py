@@ -9,7 +9,10 @@ What is counted is what llama.cpp's llama-server allocates (Ollama ≥ 0.30 runs
   (n_ctx × n_ubatch × 2 B) and the logits of one output per sequence; projector = the tile's pixels plus
   1.6 × patches × vision n_ff × 4 B. Both are fits to what llama-server reports for the tiny, 256m and 2.2b
   shapes (`scripts/bench_plan.py` prints the comparison).
-- a runtime overhead for the CUDA context and cuBLAS workspace, and a reserve for the desktop.
+- the CUDA runtime outside those buffers (`runtime_bytes`): the CUDA context, cuBLAS's handle and workspace,
+  and what ggml's CUDA memory pool grows to while a prompt is processed and an image encoded. Fitted to the
+  process's own memory on an H100 (issue 15; docs/ARCHITECTURE.md says where each term comes from).
+- a reserve for the desktop.
 
 Ollama's own placement (llm/llama_server.go): the projector stays on the CPU when num_gpu is below the layer
 count + 1, or when free VRAM is below the projector's weights + 1 GiB. The plan sets num_ctx and num_gpu
@@ -300,11 +303,19 @@ def estimated_variant(shape: ModelShape, qtype: str) -> Variant:
 # The memory model
 
 
+# The CUDA runtime outside llama.cpp's buffers, measured with `nvidia-smi --query-compute-apps` on an H100 (CUDA 13.0,
+# driver 580) serving 2.2b at num_ctx 8192 (issue 15). A smaller card's context is smaller (fewer SMs to reserve
+# local memory and printf/heap space for), so on the cards smolconv plans for these err on the safe side.
+CUDA_CONTEXT = 600 * MiB      # idle after load minus every buffer: 589 MiB measured, rounded up
+CUBLAS_WORKSPACE = 32 * MiB   # cuBLAS's recommended workspace on Hopper (4 MiB before it)
+CUBLAS_LIBRARY = 76 * MiB     # cuBLAS's handle and kernels, loaded on the first GEMM (the first image): fitted
+
+
 @dataclass(frozen=True)
 class PlanSettings:
     vram: int = 8 * GiB             # the card: an RTX 4070 has 8 GiB
     reserve: int = 512 * MiB        # left free for the desktop and other programs
-    overhead: int = 512 * MiB       # CUDA context, cuBLAS workspace, allocator slack
+    overhead: int | None = None     # a flat figure for the CUDA runtime instead of the model (runtime_bytes)
     kv_type: str = "f16"
     n_ubatch: int = 512             # llama-server's default physical batch
     n_parallel: int = 1             # Ollama's default OLLAMA_NUM_PARALLEL
@@ -316,7 +327,7 @@ class PlanSettings:
     def __post_init__(self):
         if self.kv_type not in KV_TYPES:
             raise SmolconvError(f"unknown KV cache type {self.kv_type!r}", f"use one of {', '.join(KV_TYPES)}")
-        if self.vram <= self.reserve + self.overhead:
+        if self.vram <= self.reserve + (CUDA_CONTEXT if self.overhead is None else self.overhead):
             raise SmolconvError(f"--vram {format_bytes(self.vram)} leaves nothing after the reserve and overhead",
                                 "give the card's memory, e.g. --vram 8GiB")
 
@@ -332,8 +343,14 @@ class MemoryEstimate:
     compute: int                # text compute buffer
     projector_compute: int
     output: int                 # logits buffer (host memory with a GPU, counted for the CPU backend)
-    overhead: int
+    cuda_context: int           # the CUDA runtime outside llama.cpp's buffers (runtime_bytes), in three parts
+    cublas: int
+    cuda_pool: int
     host: int                   # what stays in system RAM: token_embd, layers not offloaded, CPU projector
+
+    @property
+    def overhead(self) -> int:
+        return self.cuda_context + self.cublas + self.cuda_pool
 
     @property
     def total(self) -> int:
@@ -356,6 +373,25 @@ def projector_compute_bytes(projector: Projector) -> int:
     n_patches = (projector.image_size // projector.patch_size) ** 2
     pixels = projector.image_size**2 * 3 * 4
     return int(pixels + 1.6 * n_patches * projector.n_ff * 4)
+
+
+def runtime_bytes(variant: Variant, settings: PlanSettings, n_gpu: int, projector_on_device: bool) -> dict[str, int]:
+    """The CUDA process's memory outside llama.cpp's buffers, at its worst (largest image, full context).
+
+    - cuda_context: the context llama-server creates at start, with the kernels its warm-up loaded.
+    - cublas: on the first matrix product cuBLAS takes (the projector's f16 weights; prompts on cards or types
+      without llama.cpp's own quantized kernels) it creates its handle, allocates its workspace and loads its kernels.
+    - cuda_pool: ggml's CUDA pool keeps what it handed out: while an image is encoded, converted copies of the
+      projector's activations (as large as its compute buffer); while a prompt is processed, one ubatch's
+      activations at the feed-forward width in f32.
+    With `settings.overhead` the whole is that flat figure instead (a card measured by hand)."""
+    if settings.overhead is not None:
+        return {"cuda_context": settings.overhead, "cublas": 0, "cuda_pool": 0}
+    on_device = n_gpu > 0 or projector_on_device
+    pool = (projector_compute_bytes(variant.projector) if projector_on_device else 0) + (
+        settings.n_ubatch * variant.text.n_ff * 4 if n_gpu else 0)
+    return {"cuda_context": CUDA_CONTEXT, "cublas": CUBLAS_WORKSPACE + CUBLAS_LIBRARY if on_device else 0,
+            "cuda_pool": pool}
 
 
 def estimate(variant: Variant, n_ctx: int, settings: PlanSettings, n_gpu_layers: int | None = None,
@@ -385,7 +421,8 @@ def estimate(variant: Variant, n_ctx: int, settings: PlanSettings, n_gpu_layers:
         compute=compute,
         projector_compute=projector_compute_bytes(variant.projector) if projector else 0,
         output=output_logits if cpu_backend else 0,
-        overhead=0 if cpu_backend else settings.overhead,
+        **({"cuda_context": 0, "cublas": 0, "cuda_pool": 0} if cpu_backend
+           else runtime_bytes(variant, settings, n_gpu, projector)),
         host=0 if cpu_backend else host + output_logits,
     )
 
@@ -435,7 +472,7 @@ class VariantPlan:
             "vram": self.settings.vram, "reserve": self.settings.reserve, "kv_type": self.settings.kv_type,
             "fits": self.fits, "num_ctx": self.num_ctx, "num_gpu": self.num_gpu,
             "layers": v.text.n_layer + 1, "projector_on_gpu": self.memory.projector_on_device,
-            "memory": {**asdict(self.memory), "total": self.memory.total},
+            "memory": {**asdict(self.memory), "overhead": self.memory.overhead, "total": self.memory.total},
             "free_after_load": self.free,
             "file_weights": {"text": v.text.weight_bytes, "projector": v.projector.weight_bytes},
             "image": {
@@ -602,6 +639,20 @@ class MeasuredMemory:
         return (self.weights + self.projector_weights + self.kv_cache + self.compute + self.projector_compute
                 + self.output)
 
+    @property
+    def on_cuda(self) -> bool:
+        """llama-server put buffers on a CUDA device (CUDA0 ...): a CUDA build with a GPU."""
+        return any(key.split(":")[1].startswith("CUDA") and not key.split(":")[1].startswith("CUDA_Host")
+                   for key in self.buffers if key.count(":") == 2)
+
+    @property
+    def device_total(self) -> int:
+        """What the CUDA devices hold of the buffers (host-side buffers left out), in bytes."""
+        return int(round(sum(mib for key, mib in self.buffers.items()
+                             if key.count(":") == 2 and key.split(":")[1].startswith("CUDA")
+                             and not key.split(":")[1].startswith("CUDA_Host")) * MiB)
+                   + (self.projector_weights if self.on_cuda else 0))
+
 
 _BUFFER = re.compile(r"(?P<where>\w+):\s+(?P<dev>[\w.]+)\s+(?P<kind>model|KV|compute|output) buffer size\s*=\s*"
                      r"(?P<mib>[0-9.]+) MiB")
@@ -655,6 +706,8 @@ def measure_llama_server(toolchain, variant: Variant, n_ctx: int, settings: Plan
             "-lv", "4", "--no-webui"]
     if n_gpu_layers is not None:
         args += ["-ngl", str(n_gpu_layers)]
+    if variant.adapter_path is not None:
+        args += ["--lora", variant.adapter_path]
     result = run_until(args, ready=lambda line: "listening on" in line or "server is listening" in line,
                        what=f"measuring {variant.name} with llama-server", timeout=600,
                        fix="check that the GGUF files load with llama-server by hand")

@@ -59,6 +59,7 @@ class SmokeCase:
     follows: str | None = None     # this case's assistant turn is that case's answer
     rejected: bool = False         # smolconv must refuse the input before anything is sent
     long_prompt: bool = False      # the user message is filled to near num_ctx
+    per_projector: bool = False    # checks image decoding, preprocessing and the projector: once per projector file
 
     @property
     def has_images(self) -> bool:
@@ -76,18 +77,21 @@ CASES: tuple[SmokeCase, ...] = (
     SmokeCase("text_fact", "text: factual question", (_user("What is the capital of France?"),), 64,
               expect=r"\bParis\b"),
     SmokeCase("image_jpeg", "image: describe a JPEG", (_user(DESCRIBE, "scene_jpeg"),), 160, expect=SCENE_WORDS),
-    SmokeCase("image_png", "image: describe a PNG", (_user(DESCRIBE, "scene_png"),), 160, expect=SCENE_WORDS),
-    SmokeCase("image_webp", "image: describe a WebP", (_user(DESCRIBE, "scene_webp"),), 160, expect=SCENE_WORDS),
+    SmokeCase("image_png", "image: describe a PNG", (_user(DESCRIBE, "scene_png"),), 160, expect=SCENE_WORDS,
+              per_projector=True),
+    SmokeCase("image_webp", "image: describe a WebP", (_user(DESCRIBE, "scene_webp"),), 160, expect=SCENE_WORDS,
+              per_projector=True),
     SmokeCase("two_images", "image: two images in one turn",
               (_user("What is different between these two images?", "scene_png", "night_png"),), 160,
-              expect=r"\b(night|dark|moon|day)\b"),
+              expect=r"\b(night|dark|moon|day)\b", per_projector=True),
     SmokeCase("follow_up", "image: second turn about the first turn's image",
               (_user(DESCRIBE, "scene_jpeg"), Turn("assistant", ""), _user("What colour is the house?")), 96,
               expect=r"\bred\b", follows="image_jpeg"),
     SmokeCase("blank_image", "edge: a blank white image", (_user(DESCRIBE, "blank_png"),), 160,
-              expect=r"\b(white|blank|empty|nothing|plain)\b"),
-    SmokeCase("one_pixel", "edge: a 1x1 image", (_user(DESCRIBE, "one_pixel_png"),), 160),
-    SmokeCase("large_image", "edge: a 4000x3000 image", (_user(DESCRIBE, "large_jpeg"),), 160, expect=SCENE_WORDS),
+              expect=r"\b(white|blank|empty|nothing|plain)\b", per_projector=True),
+    SmokeCase("one_pixel", "edge: a 1x1 image", (_user(DESCRIBE, "one_pixel_png"),), 160, per_projector=True),
+    SmokeCase("large_image", "edge: a 4000x3000 image", (_user(DESCRIBE, "large_jpeg"),), 160, expect=SCENE_WORDS,
+              per_projector=True),
     SmokeCase("corrupt_image", "edge: a corrupt JPEG (refused before sending)",
               (_user(DESCRIBE, "corrupt_jpeg"),), rejected=True),
     SmokeCase("long_prompt", "edge: a prompt near num_ctx", (_user(""),), 64, expect=r"\bred\b",
@@ -110,6 +114,7 @@ class CaseResult:
     expectation: bool | None = None     # did the answer match `expect` (None: no expectation)
     notes: list[str] = field(default_factory=list)
     turns: list[dict] = field(default_factory=list)  # what was sent: roles, texts, image files
+    covered_by: str | None = None       # the variant that ran this case on the same projector file
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -209,7 +214,8 @@ class SmokeReport:
         return {"backend": self.backend, "passed": self.passed, "report": str(self.path) if self.path else None,
                 "seconds": round(self.seconds, 2), "failed": [r.name for r in self.results if not r.passed],
                 "decode_tps": _median([r.answer.decode_tps for r in self.results if r.answer]),
-                "ttft_s": _median([r.answer.ttft_s for r in self.results if r.answer and not r.answer.cached_tokens])}
+                "ttft_s": _median([r.answer.ttft_s for r in self.results if r.answer and not r.answer.cached_tokens]),
+                "covered_by": {r.name: r.covered_by for r in self.results if r.covered_by}}
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -222,12 +228,12 @@ def _filler(n: int) -> str:
     return " ".join(["The red house stands by the green field under a yellow sun."] * n)
 
 
-def _long_prompt(backend: Backend, n_ctx: int, max_tokens: int) -> str:
-    """A user message that fills the context to num_ctx - max_tokens - a small margin.
+def fill_text(backend: Backend, tokens: int, question: str) -> str:
+    """Filler sentences and `question` that make a user message of about `tokens` prompt tokens (the chat
+    template around it included).
 
     The backend counts (both report prompt tokens), so this holds for any tokenizer: two short requests
     give the tokens of one filler sentence and of the rest of the prompt."""
-    question = "\n\nWhat colour is the house in the text above? Answer in one short sentence."
     counts = []
     for n in (8, 16):
         answer = backend.chat([Message.of("user", _filler(n) + question)], 1)
@@ -236,9 +242,14 @@ def _long_prompt(backend: Backend, n_ctx: int, max_tokens: int) -> str:
         counts.append(answer.prompt_tokens)
     per_sentence = (counts[1] - counts[0]) / 8
     fixed = counts[0] - 8 * per_sentence
-    target = n_ctx - max_tokens - LONG_PROMPT_MARGIN
-    n = max(1, int((target - fixed) / per_sentence))
+    n = max(1, int((tokens - fixed) / per_sentence))
     return _filler(n) + question
+
+
+def _long_prompt(backend: Backend, n_ctx: int, max_tokens: int) -> str:
+    """A user message that fills the context to num_ctx - max_tokens - a small margin."""
+    question = "\n\nWhat colour is the house in the text above? Answer in one short sentence."
+    return fill_text(backend, n_ctx - max_tokens - LONG_PROMPT_MARGIN, question)
 
 
 def run_suite(backend: Backend, images: dict[str, Path], *, n_ctx: int | None, projector: Projector | None,
@@ -320,14 +331,11 @@ def _select_cases(names: tuple[str, ...]) -> tuple[SmokeCase, ...]:
     return tuple(c for c in CASES if c.name in wanted)
 
 
-def _random_parts(out_dir: Path | None) -> frozenset[str]:
+def _random_parts(manifest: dict) -> frozenset[str]:
     """What of the build's checkpoint is random, from the marker `synth` leaves in a fixture."""
-    from smolconv.manifest import Manifest
     from smolconv.synth import fixture_info
 
-    if out_dir is None:
-        return frozenset()
-    source = Manifest.load(out_dir).data.get("source", {})
+    source = manifest.get("source", {})
     info = fixture_info(Path(source["path"])) if source.get("path") else None
     return frozenset(part for part in ("vision", "text") if info and info.get(part) == "random")
 
@@ -344,26 +352,71 @@ def smoke(options: SmokeOptions, toolchain=None, progress=lambda stage, fraction
     target_dir = Path(options.target) if Path(options.target).is_dir() else None
     report_dir = options.report_dir or ((target_dir / "smoke") if target_dir else Path("smoke"))
     images = write_smoke_images(options.images_dir or report_dir / "images")
-    random_parts = _random_parts(target_dir)
-    step = lambda stage: progress(stage, None)  # noqa: E731
+    manifest = _manifest_data(target_dir)
+    reports = smoke_runs(_runs(options, target_dir, toolchain, manifest), options, cases, images,
+                         random_parts=_random_parts(manifest), report_dir=report_dir,
+                         progress=lambda stage: progress(stage, None))
+    if target_dir is not None:
+        _record(target_dir, reports)
+    return reports
 
+
+def smoke_runs(runs, options: SmokeOptions, cases: tuple[SmokeCase, ...], images: dict[str, Path], *,
+               random_parts: frozenset[str], report_dir: Path, progress=lambda stage: None) -> list[SmokeReport]:
+    """The suite on each run (a context yielding backend, variant name, projector, n_ctx and the projector
+    file's sha256 or None). Every variant of a build shares one projector file: the cases that check image
+    decoding, preprocessing and the projector (`per_projector`) run on the first variant served with that file;
+    the others report them as covered by it, with its result. Text cases, one image case (where the variant's
+    own text weights meet image embeddings) and its follow-up run on every variant."""
+    first: dict[str, tuple[str, dict[str, CaseResult]]] = {}  # projector sha256 -> (variant, its results)
     reports = []
-    for run in _runs(options, target_dir, toolchain):
+    for run in runs:
         started = datetime.now(UTC).isoformat(timespec="seconds")
         t0 = time.monotonic()
-        with run as (backend, variant_name, projector, n_ctx):
+        with run as (backend, variant_name, projector, n_ctx, projector_sha256):
+            covered = first.get(projector_sha256) if projector_sha256 else None
+            todo = cases if covered is None else tuple(c for c in cases if not c.per_projector)
             info = backend.info()
             n_ctx = n_ctx or info.get("n_ctx")
-            results = run_suite(backend, images, n_ctx=n_ctx, projector=projector, cases=cases,
-                                strict=options.strict, random_parts=random_parts, progress=step)
+            ran = run_suite(backend, images, n_ctx=n_ctx, projector=projector, cases=todo, strict=options.strict,
+                            random_parts=random_parts, progress=progress)
+        if covered is None:
+            results = ran
+            if projector_sha256:
+                first[projector_sha256] = (variant_name, {r.name: r for r in ran})
+        else:
+            by_name = {r.name: r for r in ran}
+            results = [by_name[c.name] if c.name in by_name else _covered(covered[1][c.name], covered[0],
+                                                                            projector_sha256)
+                       for c in cases]
         report = SmokeReport(target=options.target, variant=variant_name, backend=options.backend,
                              backend_info=info, results=results, random_parts=random_parts, started=started,
                              seconds=time.monotonic() - t0)
         report.path = _write_report(report, report_dir / f"{_safe_name(variant_name)}.{options.backend}.json")
         reports.append(report)
-    if target_dir is not None:
-        _record(target_dir, reports)
     return reports
+
+
+def _covered(result: CaseResult, variant: str, projector_sha256: str) -> CaseResult:
+    """A case another variant ran on the same projector file: its verdict, and where it was checked."""
+    return CaseResult(result.name, result.what, result.passed,
+                      f"covered by {variant} (same projector sha256 {projector_sha256[:12]}): {result.reason}",
+                      expectation=result.expectation, covered_by=variant)
+
+
+def _manifest_data(target_dir: Path | None) -> dict:
+    from smolconv.manifest import Manifest
+
+    return Manifest.load(target_dir).data if target_dir else {}
+
+
+def _projector_sha256(manifest: dict, path: Path | None) -> str | None:
+    """From build.json, which recorded it when the file was written; hashed here only for a file it does not list."""
+    from smolconv.hashing import sha256_file
+
+    if path is None or not path.is_file():
+        return None
+    return manifest.get("outputs", {}).get(path.name, {}).get("sha256") or sha256_file(path)
 
 
 def _record(out_dir: Path, reports: list[SmokeReport]) -> None:
@@ -379,40 +432,39 @@ def _record(out_dir: Path, reports: list[SmokeReport]) -> None:
 
 
 @contextlib.contextmanager
-def _fixed(backend, name: str, projector: Projector | None, n_ctx: int | None):
-    yield backend, name, projector, n_ctx
+def _fixed(backend, name: str, projector: Projector | None, n_ctx: int | None, projector_sha256: str | None = None):
+    yield backend, name, projector, n_ctx, projector_sha256
 
 
 @contextlib.contextmanager
-def _served(target_dir: Path, variant, options: SmokeOptions, toolchain):
+def _served(target_dir: Path, variant, options: SmokeOptions, toolchain, projector_sha256: str | None):
     """llama-server on one variant, for the length of that variant's suite."""
     from smolconv.serve import ServeOptions, start_server
 
     serve_options = ServeOptions(target_dir, variant.name, port=0, num_ctx=options.num_ctx,
                                  settings=options.settings, threads=options.threads)
     with start_server(serve_options, toolchain, variant=variant) as server:
-        yield LlamaServerBackend(server.url), variant.name, variant.projector, server.num_ctx
+        yield LlamaServerBackend(server.url), variant.name, variant.projector, server.num_ctx, projector_sha256
 
 
-def _runs(options: SmokeOptions, target_dir: Path | None, toolchain):
-    """One context per suite run, yielding (backend, variant name, projector, n_ctx)."""
+def _runs(options: SmokeOptions, target_dir: Path | None, toolchain, manifest: dict):
+    """One context per suite run, yielding (backend, variant name, projector, n_ctx, projector sha256)."""
     from smolconv.plan import build_variants
 
-    def projector() -> Projector | None:
-        # Only for the backends below that get no variant; a served variant carries its own projector.
-        return build_variants(target_dir)[0].projector if target_dir else None
-
-    if options.backend == "onnx":
+    if options.backend == "onnx":  # each ONNX variant has its own vision graph: nothing is shared
         yield from _onnx_runs(options, target_dir)
         return
+    # For the backends that get no variant (a served variant carries its own projector): the build's.
+    built = build_variants(target_dir)[0] if target_dir and (options.backend == "ollama" or options.url) else None
     if options.backend == "ollama":
-        shared = projector()
-        for tag in _ollama_tags(options, target_dir):
-            yield _fixed(OllamaBackend(tag, options.url), tag, shared, None)
+        # The tags of one build were packaged with its one projector file.
+        sha256 = _projector_sha256(manifest, built.projector_path) if built else None
+        for tag in _ollama_tags(options, target_dir, manifest):
+            yield _fixed(OllamaBackend(tag, options.url), tag, built and built.projector, None, sha256)
         return
     if options.url:
         name = options.types[0] if options.types else "llama-server"
-        yield _fixed(LlamaServerBackend(options.url), name, projector(), None)
+        yield _fixed(LlamaServerBackend(options.url), name, built and built.projector, None)
         return
     if target_dir is None:
         raise SmolconvError(f"{options.target} is not a build directory",
@@ -423,7 +475,7 @@ def _runs(options: SmokeOptions, target_dir: Path | None, toolchain):
     if not options.types:
         variants = [v for v in variants if v.name != "F16"] or variants  # the products, not the intermediate
     for variant in variants:
-        yield _served(target_dir, variant, options, toolchain)
+        yield _served(target_dir, variant, options, toolchain, _projector_sha256(manifest, variant.projector_path))
 
 
 def _onnx_runs(options: SmokeOptions, target_dir: Path | None):
@@ -436,12 +488,10 @@ def _onnx_runs(options: SmokeOptions, target_dir: Path | None):
         yield _fixed(backend, variant.lower(), folder_projector(target_dir), backend.n_ctx)
 
 
-def _ollama_tags(options: SmokeOptions, target_dir: Path | None) -> list[str]:
+def _ollama_tags(options: SmokeOptions, target_dir: Path | None, manifest: dict) -> list[str]:
     if target_dir is None:
         return [options.target]
-    from smolconv.manifest import Manifest
-
-    models = Manifest.load(target_dir).data.get("package", {}).get("models", [])
+    models = manifest.get("package", {}).get("models", [])
     wanted = {t.upper() for t in options.types}
     tags = [m["tag"] for m in models if m.get("preset", "general") == "general"
             and (not wanted or m.get("variant", "").upper() in wanted)]

@@ -18,6 +18,7 @@ from smolconv.hashing import sha256_file
 from smolconv.models import END_OF_UTTERANCE_ID
 from smolconv.pipeline import BuildOptions, build
 from smolconv.plan import build_variants
+from smolconv.smoke import CASES
 from tests.conftest import chat_with_llama_server, run_cli, write_test_image
 
 pytestmark = pytest.mark.slow
@@ -73,25 +74,41 @@ def test_build_ends_with_verify_under_the_f16_gate(built_256m):
 def test_build_ends_with_every_variant_passing_smoke_on_llama_server(built_256m):
     reports = {r.variant: r for r in built_256m.smoked}
     assert set(reports) == {"Q4_K_M", "Q5_K_M", "Q8_0"}
+    projector = build_variants(built_256m.out_dir, ("Q4_K_M",))[0].projector
+    shared = {c.name for c in CASES if c.per_projector}
+    assert shared == {"image_png", "image_webp", "two_images", "blank_image", "one_pixel", "large_image"}
     for variant, report in reports.items():
         assert report.passed, [(c.name, c.reason) for c in report.results if not c.passed]
         saved = json.loads(report.path.read_text())
         assert saved["variant"] == variant and saved["backend"] == "llama-server" and saved["passed"] is True
         cases = {c["name"]: c for c in saved["cases"]}
+        assert list(cases) == [c.name for c in CASES]  # every variant's report names every case
         assert cases["corrupt_image"]["reason"] == "refused before sending"
-        for name in ("text_hello", "image_jpeg", "large_image", "long_prompt"):
+        # Every variant shares the one projector file: Q4_K_M, served first, ran the cases that check image
+        # decoding, preprocessing and the projector; the others say so. Text and one image run on each.
+        ran_here = [name for name in cases if cases[name]["covered_by"] is None]
+        if variant == "Q4_K_M":
+            assert set(ran_here) == set(cases)
+        else:
+            assert set(ran_here) == set(cases) - shared
+            assert all(cases[name]["covered_by"] == "Q4_K_M" and cases[name]["answer"] is None
+                       and "same projector sha256" in cases[name]["reason"] for name in shared)
+        for name in {"text_hello", "image_jpeg", "long_prompt", "large_image"} & set(ran_here):
             answer = cases[name]["answer"]
             assert answer["prompt_tokens"] > 0 and answer["wall_s"] > 0 and answer["prompt_tps"] > 0, name
             # a decode rate needs two generated tokens: the first comes out of the prompt pass
             assert answer["decode_tps"] > 0 if answer["completion_tokens"] > 1 else answer["decode_tps"] is None
-        # The 4000x3000 image is 13 tiles of 64 tokens; the long prompt fills most of the planned context.
-        assert cases["large_image"]["answer"]["prompt_tokens"] >= 13 * 64
+        # The variant's own text weights meet image embeddings: the image's tokens reach its prompt.
+        assert cases["image_jpeg"]["answer"]["prompt_tokens"] >= projector.tiles((960, 240)) * 64
+        # the long prompt fills most of the planned context.
         assert cases["long_prompt"]["answer"]["prompt_tokens"] > 0.9 * (saved["backend_info"]["n_ctx"] - 192)
-        # plan counts an image's tokens as llama-server does: same question, only the image differs.
-        projector = build_variants(built_256m.out_dir, (variant,))[0].projector
-        tokens = {name: cases[name]["answer"]["prompt_tokens"] for name in ("one_pixel", "image_png")}
-        assert tokens["one_pixel"] - tokens["image_png"] == projector.image_tokens((1, 1)) - projector.image_tokens(
-            (960, 240))
+    cases = {c["name"]: c for c in json.loads(reports["Q4_K_M"].path.read_text())["cases"]}
+    # The 4000x3000 image is 13 tiles of 64 tokens.
+    assert cases["large_image"]["answer"]["prompt_tokens"] >= 13 * 64
+    # plan counts an image's tokens as llama-server does: same question, only the image differs.
+    tokens = {name: cases[name]["answer"]["prompt_tokens"] for name in ("one_pixel", "image_png")}
+    assert tokens["one_pixel"] - tokens["image_png"] == projector.image_tokens((1, 1)) - projector.image_tokens(
+        (960, 240))
     recorded = json.loads((built_256m.out_dir / "build.json").read_text())["smoke"]
     assert {k: v["passed"] for k, v in recorded.items()} == {f"{v}:llama-server": True for v in reports}
     assert built_256m.passed

@@ -7,6 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests import fake_nvidia_smi
 from tests.conftest import run_cli
 
 
@@ -69,3 +70,36 @@ def test_doctor_fails_with_the_reason_when_the_toolchain_is_missing(tmp_path):
     assert result.returncode == 1
     assert "no llama.cpp toolchain is installed" in result.stderr
     assert "smolconv setup" in result.stderr
+
+
+# The gpu check against a test double for nvidia-smi (tests/fake_nvidia_smi.py): a shell script printing CSV.
+def test_doctor_reports_compute_capability_and_driver(tmp_path, monkeypatch):
+    from smolconv.doctor import OK, check_gpu
+
+    fake_nvidia_smi.install(tmp_path / "bin", monkeypatch, gpus=fake_nvidia_smi.H100)
+    check = check_gpu("cuda90")
+    assert check.status == OK, check.detail
+    assert "NVIDIA H100 80GB HBM3 (compute 9.0), driver 580.82.07, 81559 MiB total" in check.detail
+    assert check.data["gpus"][0]["compute_cap"] == "9.0" and check.data["toolchain_backend"] == "cuda90"
+
+
+@pytest.mark.parametrize(("gpus", "backend", "expected"), [
+    (fake_nvidia_smi.H100, "cuda89", "built for sm_89, not this NVIDIA H100 80GB HBM3 (sm_90)"),
+    (fake_nvidia_smi.RTX_3060, "cuda89", "will not run on this card"),
+    (fake_nvidia_smi.RTX_4070, "cpu", "CPU build"),
+])
+def test_doctor_warns_when_the_toolchain_was_built_for_another_gpu(tmp_path, monkeypatch, gpus, backend, expected):
+    from smolconv.doctor import WARN, check_gpu
+
+    fake_nvidia_smi.install(tmp_path / "bin", monkeypatch, gpus=gpus)
+    check = check_gpu(backend)
+    assert check.status == WARN and expected in check.detail, check.detail
+    assert "--cuda-arch" in check.detail
+
+
+def test_doctor_accepts_the_toolchain_built_for_this_gpu(tmp_path, monkeypatch):
+    from smolconv.doctor import OK, check_gpu
+
+    fake_nvidia_smi.install(tmp_path / "bin", monkeypatch, gpus=fake_nvidia_smi.RTX_4070)
+    assert check_gpu("cuda89").status == OK
+    assert check_gpu("cuda86-89").status == OK

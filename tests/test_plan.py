@@ -19,6 +19,7 @@ from smolconv.plan import (
     estimated_tensor_types,
     estimated_variant,
     measure_llama_server,
+    parse_llama_server_memory,
     parse_size,
     plan_for_shape,
     plan_variant,
@@ -39,6 +40,40 @@ def test_plan_2p2b_prints_a_table_without_any_download():
         assert d["memory"]["total"] <= 8 * GiB - 512 * MiB
     # Bigger files, less room left.
     assert data[0]["free_after_load"] > data[1]["free_after_load"] > data[2]["free_after_load"]
+
+
+# The process's own GPU memory at its worst (nvidia-smi --query-compute-apps, MiB) serving 2.2b with the plan for an
+# 8 GiB card on an H100 (issue 15): after a 1024x768 image, and for Q4_K_M also over a 5.3k-token text prompt and a
+# 4.6k-token two-image prompt.
+H100_PEAK_MIB = {"Q4_K_M": 4195, "Q5_K_M": 4342, "Q8_0": 4910}
+
+
+def test_plan_2p2b_is_an_upper_bound_of_what_the_h100_measured_and_at_most_10_percent_above():
+    result = run_cli("plan", "2.2b", "--vram", "8GiB", "--json")
+    assert result.returncode == 0, result.stderr
+    data = {d["variant"]: d for d in json.loads(result.stdout)}
+    assert set(data) == set(H100_PEAK_MIB)
+    for variant, peak in H100_PEAK_MIB.items():
+        memory = data[variant]["memory"]
+        assert peak * MiB <= memory["total"] <= 1.10 * peak * MiB, (variant, memory["total"] / MiB)
+        # The part outside llama.cpp's buffers is the modelled runtime, not a flat allowance.
+        assert memory["overhead"] == memory["cuda_context"] + memory["cublas"] + memory["cuda_pool"]
+        assert memory["cublas"] > 0 and memory["cuda_pool"] > 0
+
+
+def test_the_runtime_model_follows_what_is_on_the_gpu_and_a_flat_overhead_replaces_it():
+    variant = estimated_variant(get_shape("2.2b"), "Q4_K_M")
+    settings = PlanSettings()
+    full = estimate(variant, 8192, settings)
+    text_only = estimate(variant, 8192, settings, projector_on_device=False)
+    nothing = estimate(variant, 2048, settings, n_gpu_layers=0, projector_on_device=False)
+    assert full.cuda_pool > text_only.cuda_pool > nothing.cuda_pool == 0
+    assert nothing.cublas == 0 and nothing.cuda_context == full.cuda_context > 0
+    # A bigger ubatch holds more in the pool while a prompt is processed.
+    assert estimate(variant, 8192, PlanSettings(n_ubatch=2048)).cuda_pool > full.cuda_pool
+    flat = estimate(variant, 8192, PlanSettings(overhead=300 * MiB))
+    assert flat.overhead == 300 * MiB and flat.total - flat.overhead == full.total - full.overhead
+    assert estimate(variant, 8192, settings, cpu_backend=True).overhead == 0
 
 
 def test_estimated_2p2b_q4_k_m_matches_ggml_orgs_published_file():
@@ -147,3 +182,34 @@ def test_image_and_video_frame_tokens_follow_smolvlm_layout():
     assert projector.image_tokens((512, 512)) == projector.image_tokens((2048, 2048))
     # llama.cpp tiles a 16:9 video frame like any image: 12 tiles and the overview, not transformers' one tile.
     assert projector.video_frame_tokens == 12 * 66 + 3 + 1 + 66 + 1
+
+
+# llama-server's start-up lines on a CUDA build (the H100 run of issue 15, Q4_K_M at num_ctx 8192).
+CUDA_LOG = """\
+load_tensors:   CPU_Mapped model buffer size =   102.66 MiB
+load_tensors:        CUDA0 model buffer size =  1005.21 MiB
+llama_kv_cache:      CUDA0 KV buffer size =  1536.00 MiB
+llama_context:  CUDA_Host  output buffer size =     0.19 MiB
+sched_reserve:      CUDA0 compute buffer size =    68.01 MiB
+sched_reserve:  CUDA_Host compute buffer size =    16.01 MiB
+load_hparams: model size:         831.87 MiB
+reserve_compute_meta:      CUDA0 compute buffer size =    21.58 MiB
+"""
+
+
+def test_buffers_on_a_cuda_device_are_told_apart_from_host_buffers():
+    cuda = parse_llama_server_memory(CUDA_LOG)
+    assert cuda.on_cuda
+    # What the issue's table calls llama-server's CUDA buffers: 3463 MiB.
+    assert cuda.device_total == pytest.approx((1005.21 + 1536 + 68.01 + 831.87 + 21.58) * MiB, abs=1)
+    cpu = parse_llama_server_memory(CUDA_LOG.replace("CUDA0", "CPU").replace("CUDA_Host", "CPU"))
+    assert not cpu.on_cuda and cpu.device_total == 0
+
+
+@pytest.mark.slow
+def test_plan_measure_on_a_cpu_build_says_the_process_memory_was_not_measured(toolchain, build_256m_q4_q8):
+    result = run_cli("plan", str(build_256m_q4_q8), "--type", "Q4_K_M", "--measure", "--json")
+    assert result.returncode == 0, result.stderr
+    [item] = json.loads(result.stdout)
+    assert item["measured_by_llama_server"]["kv_cache"] > 0
+    assert item["process_gpu_memory"] == "not measured (no CUDA)"

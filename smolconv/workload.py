@@ -1,0 +1,103 @@
+"""A served variant at its worst, and the GPU memory its process then holds.
+
+`plan --measure` on a CUDA build and `scripts/bench_gpu.py` send the same requests: the largest image (a
+square one: every tile SmolVLM2 makes, plus the overview), then a prompt that fills num_ctx with as many
+full-size images as fit and text up to the end. ggml's CUDA memory pool and cuBLAS only grow, so the memory
+read after each request is the peak so far; llama.cpp's buffers alone never show it (docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from smolconv.chat import Answer, BackendError, LlamaServerBackend, Message
+from smolconv.errors import SmolconvError
+from smolconv.gpu import process_memory
+from smolconv.images import draw_scene, load_image
+from smolconv.plan import PlanSettings, Projector, Variant
+from smolconv.serve import ServeOptions, start_server
+from smolconv.smoke import fill_text
+
+LARGEST_IMAGE = (2048, 2048)  # square: the most tiles; any size is resized to the preprocessor's edge first
+ANSWER_TOKENS = 32
+MARGIN = 64                   # tokens left free beside the answer
+
+
+@dataclass
+class WorstCase:
+    """GPU memory (bytes) of the server process at each point; None where it could not be read (`how` says why)."""
+
+    how: str
+    idle: int | None = None
+    after_image: int | None = None
+    after_full_context: int | None = None
+    image: Answer | None = None
+    full_context: Answer | None = None
+    images_in_context: int = 0
+
+    @property
+    def peak(self) -> int | None:
+        values = [v for v in (self.idle, self.after_image, self.after_full_context) if v is not None]
+        return max(values) if values else None
+
+    def to_dict(self) -> dict:
+        def answer(a: Answer | None) -> dict | None:
+            return None if a is None else {"prompt_tokens": a.prompt_tokens, "prompt_tps": a.prompt_tps,
+                                           "decode_tps": a.decode_tps, "wall_s": round(a.wall_s, 3)}
+
+        return {"how": self.how, "idle": self.idle, "after_image": self.after_image,
+                "after_full_context": self.after_full_context, "peak": self.peak,
+                "images_in_context": self.images_in_context, "image_request": answer(self.image),
+                "full_context_request": answer(self.full_context)}
+
+
+def largest_image(directory: Path) -> Path:
+    path = directory / f"largest-{LARGEST_IMAGE[0]}x{LARGEST_IMAGE[1]}.jpg"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        draw_scene(LARGEST_IMAGE).save(tmp, format="JPEG", quality=85)
+        tmp.replace(path)
+    return path
+
+
+def full_context_message(backend, projector: Projector, n_ctx: int, image: Path) -> tuple[Message, int]:
+    """As many largest images as fit in num_ctx, and text up to the end; (message, number of images)."""
+    per_image = projector.max_image_tokens
+    budget = n_ctx - ANSWER_TOKENS - MARGIN
+    count = max(1, (budget - 256) // per_image)
+    question = "\n\nHow many houses are in these images? Answer in one short sentence."
+    text = fill_text(backend, budget - count * per_image, question)
+    loaded = load_image(image)
+    return Message.of("user", text, [loaded] * count), count
+
+
+def worst_case(backend: LlamaServerBackend, pid: int, projector: Projector, n_ctx: int,
+               images_dir: Path) -> WorstCase:
+    """Send the largest image, then the context filled with images; read the process's memory after each."""
+    idle, how = process_memory(pid)
+    result = WorstCase(how=how, idle=idle)
+    image = largest_image(images_dir)
+    try:
+        result.image = backend.chat([Message.of("user", "Describe this image.", [load_image(image)])], ANSWER_TOKENS)
+        result.after_image = process_memory(pid)[0]
+        message, result.images_in_context = full_context_message(backend, projector, n_ctx, image)
+        result.full_context = backend.chat([message], ANSWER_TOKENS)
+        result.after_full_context = process_memory(pid)[0]
+    except BackendError as exc:
+        raise SmolconvError(f"llama-server failed a worst-case request ({exc})",
+                            "run `smolconv serve` and send the request by hand to see why") from None
+    return result
+
+
+def measure_worst_case(toolchain, variant: Variant, settings: PlanSettings, images_dir: Path,
+                       num_ctx: int | None = None) -> WorstCase:
+    """Serve the variant as `smolconv serve` does (the plan's num_ctx and layers) and push it to its worst."""
+    if variant.text_path is None:
+        raise SmolconvError("a variant estimated from config dimensions has no files to serve",
+                            "build it first, then plan the build directory with --measure")
+    options = ServeOptions(variant.text_path.parent, variant.name, port=0, num_ctx=num_ctx, settings=settings)
+    with start_server(options, toolchain, variant=variant) as server:
+        backend = LlamaServerBackend(server.url)
+        return worst_case(backend, server.process.process.pid, variant.projector, server.num_ctx, images_dir)
