@@ -156,7 +156,7 @@ def test_a_rebuild_with_the_same_adapter_redoes_nothing(merged_build, toolchain)
 def gguf_build(toolchain, fixture_256m, tmp_path_factory):
     # The text model alone carries the whole change: drawn a little stronger than the recipe adapter's.
     adapter = make_adapter(fixture_256m, tmp_path_factory.mktemp("adapters") / "text-lora",
-                           targets=TEXT_ONLY_TARGETS, seed=2, std=0.08)
+                           targets=TEXT_ONLY_TARGETS, seed=2, std=0.1)
     out = tmp_path_factory.mktemp("gguf") / "out"
     result = build(BuildOptions(model=str(fixture_256m), out_dir=out, types=("Q8_0",), adapter=str(adapter),
                                 adapter_format="gguf", smoke=False), toolchain)
