@@ -105,6 +105,16 @@ def test_build_ends_with_every_variant_passing_smoke_on_llama_server(built_256m)
                for a, b in zip(last["stages"], last["stages"][1:], strict=False))
 
 
+def test_publish_dry_run_of_a_checked_build_reports_its_numbers(built_256m, tmp_path):
+    from tests.test_publish import check_published_folder
+
+    base, repo = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct", "someone/SmolVLM2-256M-Video-Instruct-GGUF"
+    result = run_cli("publish", str(built_256m.out_dir), "--repo", repo, "--base-model", base, "--dry-run",
+                     str(tmp_path / "repo"))
+    assert result.returncode == 0, result.stderr
+    check_published_folder(built_256m.out_dir, tmp_path / "repo", repo, base, ("Q4_K_M", "Q5_K_M", "Q8_0"))
+
+
 def test_converted_files_read_back_as_smolvlm2(built_256m):
     model = GGUFReader(_model(built_256m.out_dir, "F16"))
     field = lambda reader, key: reader.fields[key].contents()  # noqa: E731
@@ -263,3 +273,4 @@ def test_relative_paths_work_from_any_directory(toolchain, fixture_tiny, tmp_pat
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "built" / "ckpt-F16.gguf").is_file()
     assert (tmp_path / "built" / "ckpt-Q8_0.gguf").is_file()
+
