@@ -142,6 +142,7 @@ class _Source:
     name: str               # ggml-org's file name stem: the checkpoint's name (SmolVLM2-2.2B-Instruct)
     origin: str             # what the card says it was made from
     base_model: str | None
+    hub_id: str | None      # the Hub repo build.json says it was pulled from (None: a local directory)
     revision: str | None
     license_id: str
     license_text: str
@@ -150,12 +151,14 @@ class _Source:
 def _source(manifest: Manifest, build_dir: Path, base_model: str | None) -> _Source:
     record = manifest.data.get("source", {})
     checkpoint_name, origin, license_text = build_source(manifest, build_dir)
+    if not record.get("repo_id"):
+        origin = Path(record.get("path") or origin).name  # a local directory: its name, not the user's file tree
     base = base_model or record.get("repo_id")
     if base:
         check_repo_id(base)
     return _Source(name=base.split("/")[-1] if base else checkpoint_name, origin=origin, base_model=base,
-                   revision=record.get("revision"), license_id=_license_id(record.get("path")),
-                   license_text=license_text)
+                   hub_id=record.get("repo_id"), revision=record.get("revision"),
+                   license_id=_license_id(record.get("path")), license_text=license_text)
 
 
 def _license_id(checkpoint: str | None) -> str:
@@ -280,7 +283,8 @@ def model_card(inputs: CardInputs, directory: Path) -> str:
     settings = options.settings
     body = jinja_environment(directory).get_template(CARD_TEMPLATE).render(
         repo_id=options.repo_id, name=source.name, source=source, adapter=adapter, version=__version__,
-        llama_cpp=(data.get("llama_cpp") or {}).get("commit"), variants=variants, first=variants[0],
+        llama_cpp=(data.get("llama_cpp") or {}).get("commit"), variants=variants,
+        run=next((v for v in variants if v["name"] == "Q4_K_M"), variants[0]),  # the commands' example
         projector=projector.name, projector_mib=f"{projector.source.stat().st_size / 2**20:.1f}",  # type: ignore
         verify=_verify(data.get("verify")), vram=format_bytes(settings.vram), reserve=format_bytes(settings.reserve),
         kv_type=settings.kv_type, preset=options.preset, params_ctx=inputs.params["num_ctx"],
@@ -324,24 +328,35 @@ def _smoke(records: dict, variant: str) -> list[dict]:
 
 def publish(options: PublishOptions, progress: ProgressFn = no_progress) -> PublishResult:
     check_repo_id(options.repo_id)
-    token = None if options.dry_run else hub_token()  # before any work: no token is a one-line error at once
     progress("writing the repo's files", None)
-    files, message = repo_files(options)
-    result = PublishResult(options.repo_id, files, message)
     if options.dry_run:
+        # staged_dir refuses a non-empty folder (without --force) before any work, and leaves no half folder.
         with staged_dir(Path(options.dry_run), force=options.force) as folder:
+            files, message = repo_files(options)
             for repo_file in files:
                 repo_file.write(folder)
-        result.folder = Path(options.dry_run)
-        return result
-    build_dir = Path(options.build_dir)
-    # The folder sits in the build directory so that the GGUF files are hard links, not copies.
-    with tempfile.TemporaryDirectory(prefix=".publish-", dir=build_dir) as tmp:
+        return PublishResult(options.repo_id, files, message, folder=Path(options.dry_run))
+    token = hub_token()  # before any work: no token, or offline, is a one-line error at once
+    files, message = repo_files(options)
+    result = PublishResult(options.repo_id, files, message)
+    with _upload_folder(Path(options.build_dir)) as folder:
         for repo_file in files:
-            repo_file.write(Path(tmp))
+            repo_file.write(folder)
         progress(f"uploading to {options.repo_id}", None)
-        result.url = upload(Path(tmp), options.repo_id, message, private=options.private, token=token)
+        result.url = upload(folder, options.repo_id, message, private=options.private, token=token)
     return result
+
+
+@contextlib.contextmanager
+def _upload_folder(build_dir: Path):
+    """A temporary folder in the build directory, so that the GGUF files are hard links, not copies (elsewhere
+    when the build directory is read-only)."""
+    try:
+        tmp = tempfile.TemporaryDirectory(prefix=".publish-", dir=build_dir)
+    except OSError:
+        tmp = tempfile.TemporaryDirectory(prefix="smolconv-publish-")
+    with tmp as folder:
+        yield Path(folder)
 
 
 def upload(folder: Path, repo_id: str, message: str, *, private: bool, token: str) -> str:

@@ -101,6 +101,7 @@ def check_published_folder(build: Path, folder: Path, repo: str, base: str, type
         assert command in body
     if source_revision := manifest["source"].get("revision"):
         assert source_revision in body
+    assert manifest["source"]["path"] not in body  # a local checkpoint is named, its place on disk stays private
 
     # Every number in the card body, against build.json.
     accounted = {"99"}  # the "99% KLD" column header
@@ -148,7 +149,8 @@ def check_published_folder(build: Path, folder: Path, repo: str, base: str, type
         for row in rows:
             k = kld[row[0]]
             assert row[1:4] == [f"{k['mean_kld']:.4f}", f"{k['kld_p99']:.4f}", f"{100 * k['same_top']:.1f}"]
-            accounted |= set(row[1:4])
+            accounted |= set(row[1:4]) | set(NUMBER.findall(row[4]))
+            assert row[4] == ("not gated" if k["gate"] is None else f"≤ {k['gate']}")
     else:
         assert "`smolconv verify` was not run on this build." in body
     smoke = manifest.get("smoke")
@@ -201,18 +203,15 @@ def _linked_copy(build: Path, dest: Path, **record) -> Path:
 
 
 @pytest.mark.parametrize(("adapter", "relation"), [
-    (None, "quantized"),
     ({"source": "someone/smolvlm2-lora", "revision": "a" * 40, "format": "merge", "name": "lora"}, "finetune"),
     ({"source": "someone/smolvlm2-lora", "revision": "b" * 40, "format": "gguf", "name": "lora",
       "file": "lora.gguf"}, "adapter"),
 ])
 def test_base_model_is_the_hub_source_and_the_relation_follows_the_adapter(build_256m_q4_q8, tmp_path, adapter,
                                                                             relation):
-    record = {"source": {"repo_id": BASE, "revision": "c" * 40}}
-    if adapter:
-        record["adapter"] = adapter
-    build = _linked_copy(build_256m_q4_q8, tmp_path / "build", **record)
-    if adapter and adapter["format"] == "gguf":
+    build = _linked_copy(build_256m_q4_q8, tmp_path / "build", source={"repo_id": BASE, "revision": "c" * 40},
+                         adapter=adapter)
+    if adapter["format"] == "gguf":
         (build / "lora.gguf").write_bytes(b"GGUF stand-in")
     result = publish(PublishOptions(build, REPO, types=("Q8_0",), preset="ocr", dry_run=tmp_path / "repo"))
     card = ModelCard.load(result.folder / "README.md")
@@ -225,9 +224,8 @@ def test_base_model_is_the_hub_source_and_the_relation_follows_the_adapter(build
     assert (result.folder / "system").read_text() == presets["ocr"]["system"]
     assert json.loads((result.folder / "params").read_text())["temperature"] == presets["ocr"]["parameters"][
         "temperature"]
-    if adapter:
-        assert f"`{adapter['source']}` at commit `{adapter['revision']}`" in card.text
-        assert ("lora.gguf" in names) == (adapter["format"] == "gguf")
+    assert f"`{adapter['source']}` at commit `{adapter['revision']}`" in card.text
+    assert ("lora.gguf" in names) == (adapter["format"] == "gguf")
     assert result.commit_message.startswith("smolconv ") and "Q8_0" in result.commit_message
 
 
@@ -291,8 +289,8 @@ def test_hub_refusals_are_one_line(build_256m_q4_q8, monkeypatch, failing, statu
     monkeypatch.setattr(HfApi, "create_repo", answer)
     monkeypatch.setattr(HfApi, "upload_folder", answer)
     monkeypatch.setenv("HF_TOKEN", SECRET)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    result = CliRunner(mix_stderr=False).invoke(app, ["publish", str(build_256m_q4_q8), "--repo", REPO])
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    result = CliRunner().invoke(app, ["publish", str(build_256m_q4_q8), "--repo", REPO, "--type", "Q8_0"])
     _one_line(result, *expected)
     assert calls[0] == REPO
     assert not any(p.name.startswith(".publish-") for p in build_256m_q4_q8.iterdir())
