@@ -304,3 +304,14 @@ def test_bad_repo_and_an_existing_folder_are_one_line(build_256m_q4_q8, tmp_path
     _one_line(run_cli("publish", str(build_256m_q4_q8), "--repo", REPO, "--dry-run", str(tmp_path / "taken")),
               "already exists", "--force")
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["mine.txt"]
+
+
+def test_build_publish_needs_the_checks_and_a_token_before_it_starts(toolchain, fixture_tiny, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE"))} | {
+        "HF_HOME": str(tmp_path / "hf-home")}
+    out = tmp_path / "out"
+    _one_line(run_cli("build", str(fixture_tiny), "--out", str(out), "--no-smoke", "--publish", REPO, env=env),
+              "only after verify and smoke pass")
+    _one_line(run_cli("build", str(fixture_tiny), "--out", str(out), "--publish", REPO, env=env),
+              "no Hugging Face token")
+    assert not out.exists()  # refused before converting anything
