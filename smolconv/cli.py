@@ -528,7 +528,7 @@ def _print_published(result) -> None:
         return
     console.print(f"published {len(result.files)} files to https://huggingface.co/{result.repo_id}: {result.url}",
                   highlight=False, soft_wrap=True)
-    console.print(f"  ollama run hf.co/{result.repo_id}:Q4_K_M", highlight=False, soft_wrap=True)
+    console.print(f"  {result.run_command()}", highlight=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------------------------------

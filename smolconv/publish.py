@@ -98,6 +98,12 @@ class PublishResult:
     folder: Path | None = None  # the --dry-run folder
     url: str | None = None      # the commit on the Hub
 
+    def run_command(self) -> str:
+        """`ollama run` for Q4_K_M, or the first variant when Q4_K_M was not published."""
+        types = [f.name.removesuffix(".gguf").rsplit("-", 1)[-1] for f in self.files
+                 if f.source is not None and f.name.endswith(".gguf") and not f.name.startswith("mmproj-")]
+        return f"ollama run hf.co/{self.repo_id}:{'Q4_K_M' if 'Q4_K_M' in types else types[0]}"
+
 
 # --------------------------------------------------------------------------------------------------
 # Checks that need no network
