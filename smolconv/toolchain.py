@@ -269,6 +269,19 @@ def find_toolchain(llama_cpp: str | os.PathLike | None = None, backend: str | No
     )
 
 
+def toolchain_summary() -> str:
+    """One line for `smolconv --version`: the llama.cpp commit the pipeline would use, without running a tool."""
+    user = os.environ.get("SMOLCONV_LLAMA_CPP")
+    if user:
+        return f"your own build at {user} (SMOLCONV_LLAMA_CPP)"
+    try:
+        found = find_toolchain()
+    except SmolconvError:
+        return "not installed (run `smolconv setup`)"
+    commit, backend = found.info.get("llama_cpp_commit", "unknown commit"), found.info.get("backend", "cpu")
+    return f"{commit} ({backend} build in {found.bin_dir})"
+
+
 def _installed_cuda_backends() -> list[str]:
     parent = cache_root() / "llama.cpp"
     prefix = f"{LLAMA_CPP_PYTHON_VERSION}-"

@@ -122,6 +122,46 @@ def test_build_ends_with_every_variant_passing_smoke_on_llama_server(built_256m)
                for a, b in zip(last["stages"], last["stages"][1:], strict=False))
 
 
+def test_publish_dry_run_of_a_checked_build_reports_its_numbers(built_256m, tmp_path):
+    from tests.test_publish import check_published_folder
+
+    base, repo = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct", "someone/SmolVLM2-256M-Video-Instruct-GGUF"
+    result = run_cli("publish", str(built_256m.out_dir), "--repo", repo, "--base-model", base, "--dry-run",
+                     str(tmp_path / "repo"))
+    assert result.returncode == 0, result.stderr
+    check_published_folder(built_256m.out_dir, tmp_path / "repo", repo, base, ("Q4_K_M", "Q5_K_M", "Q8_0"))
+
+
+def test_build_publish_uploads_last_when_every_check_passed(toolchain, built_256m, fixture_256m, monkeypatch):
+    # The rerun reuses every step and the passing checks; the one Hub call is replaced, everything before it is real.
+    from types import SimpleNamespace
+
+    from huggingface_hub import HfApi
+
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", repo_id, kwargs.get("private")))
+
+    def upload_folder(self, *, repo_id, folder_path, commit_message, **kwargs):
+        calls.append(("upload_folder", repo_id, sorted(p.name for p in Path(folder_path).iterdir()), commit_message))
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/1")
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.setenv("HF_TOKEN", "hf_secretvalue")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    out = built_256m.out_dir
+    result = build(BuildOptions(model=str(fixture_256m), out_dir=out, publish="someone/smolvlm2-256m-GGUF"), toolchain)
+    assert result.passed and result.verify_reused and result.published.url.endswith("/commit/1")
+    assert calls[0] == ("create_repo", "someone/smolvlm2-256m-GGUF", False)
+    _, _, files, message = calls[1]
+    assert files == sorted([*(f"{NAME}-{v}.gguf" for v in VARIANTS[1:]), f"mmproj-{NAME}-f16.gguf", "template",
+                            "params", "README.md", *(f"{NAME}-{v}.Modelfile" for v in VARIANTS[1:])])
+    assert message.startswith("smolconv ") and "Q4_K_M, Q5_K_M, Q8_0" in message
+    assert not [p for p in out.iterdir() if p.name.startswith(".publish-")]
+
+
 def test_converted_files_read_back_as_smolvlm2(built_256m):
     model = GGUFReader(_model(built_256m.out_dir, "F16"))
     field = lambda reader, key: reader.fields[key].contents()  # noqa: E731
@@ -280,3 +320,4 @@ def test_relative_paths_work_from_any_directory(toolchain, fixture_tiny, tmp_pat
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "built" / "ckpt-F16.gguf").is_file()
     assert (tmp_path / "built" / "ckpt-Q8_0.gguf").is_file()
+

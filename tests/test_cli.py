@@ -11,10 +11,17 @@ def test_help_lists_every_built_stage():
         assert command in result.stdout
 
 
-def test_version():
+def test_version_names_smolconv_llama_cpp_and_python(tmp_path):
+    import os
+    import platform
+
     result = run_cli("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"smolconv {__version__}"
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"smolconv {__version__}" and lines[1].startswith("llama.cpp ")
+    assert lines[2].startswith(f"Python {platform.python_version()} ")
+    env = {k: v for k, v in os.environ.items() if k != "SMOLCONV_LLAMA_CPP"} | {"XDG_CACHE_HOME": str(tmp_path)}
+    assert run_cli("--version", env=env).stdout.splitlines()[1] == "llama.cpp not installed (run `smolconv setup`)"
 
 
 def test_unknown_shape_is_a_one_line_error(tmp_path):
