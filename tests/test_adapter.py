@@ -140,6 +140,22 @@ def test_merged_checkpoint_is_complete_float32_and_recorded(merged_build, fixtur
     assert "+ adapter" in modelfile.splitlines()[1] and "ADAPTER" not in modelfile
 
 
+def test_publishing_a_merged_fine_tune_names_it_and_calls_it_a_finetune(merged_build, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from smolconv.publish import PublishOptions, publish
+
+    result, _ = merged_build
+    base = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"
+    published = publish(PublishOptions(result.out_dir, "you/recipe-lora-GGUF", base_model=base,
+                                       dry_run=tmp_path / "repo"))
+    names = {p.name for p in published.folder.iterdir()}
+    assert {"recipe-lora-Q8_0.gguf", "mmproj-recipe-lora-f16.gguf", "template", "params", "README.md"} <= names
+    card = ModelCard.load(published.folder / "README.md")
+    assert card.data.base_model == base and card.data.base_model_relation == "finetune"
+    assert "recipe-lora" in card.text and str(result.out_dir) not in card.text
+
+
 def test_a_rebuild_with_the_same_adapter_redoes_nothing(merged_build, toolchain):
     result, adapter = merged_build
     again = build(BuildOptions(model=str(result.source.path), out_dir=result.out_dir, types=("Q8_0",),
@@ -201,6 +217,19 @@ def test_package_create_sends_the_adapter_as_an_adapter_layer(gguf_build, tmp_pa
         assert kinds == sorted([MEDIA_MODEL, MEDIA_PROJECTOR, MEDIA_ADAPTER])
         adapter_layer = next(layer for layer in layers if layer["mediaType"] == MEDIA_ADAPTER)
         assert adapter_layer["digest"] == "sha256:" + sha256_file(out / "text-lora-LoRA-F32.gguf")
+
+
+def test_publishing_a_gguf_lora_build_ships_the_adapter_file(gguf_build, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from smolconv.publish import PublishOptions, publish
+
+    published = publish(PublishOptions(gguf_build.out_dir, "you/text-lora-GGUF",
+                                       base_model="HuggingFaceTB/SmolVLM2-256M-Video-Instruct",
+                                       dry_run=tmp_path / "repo"))
+    lora = published.folder / "text-lora-LoRA-F32.gguf"
+    assert lora.is_file() and sha256_file(lora) == sha256_file(gguf_build.out_dir / lora.name)
+    assert ModelCard.load(published.folder / "README.md").data.base_model_relation == "adapter"
 
 
 def test_a_new_adapter_on_the_same_base_converts_only_the_adapter(gguf_build, fixture_256m, toolchain, tmp_path):
