@@ -66,7 +66,7 @@ class Manifest:
         """
         if force:
             return False
-        if self.is_current(step, key, targets[0].parent):
+        if self.is_current(step, key):
             return True
         self.refuse_foreign(targets, force=force)
         return False
@@ -76,7 +76,7 @@ class Manifest:
         if force:
             return
         for path in targets:
-            if path.exists() and path.name not in self.data["outputs"]:
+            if path.exists() and self.output_name(path) not in self.data["outputs"]:
                 raise SmolconvError(f"{path} already exists and was not written by this build",
                                     "pass --force to replace it, or move it out of the way")
 
@@ -86,13 +86,13 @@ class Manifest:
         blob = json.dumps({"inputs": inputs, "params": params}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def is_current(self, step: str, key: str, out_dir: Path) -> bool:
+    def is_current(self, step: str, key: str) -> bool:
         record = self.data["steps"].get(step)
         if not record or record.get("key") != key:
             return False
         for name in record.get("outputs", []):
             output = self.data["outputs"].get(name)
-            path = out_dir / name
+            path = self.path.parent / name  # outputs are named by their path inside the build directory
             if not output or not path.is_file() or path.stat().st_size != output["size"]:
                 return False
             if self.sha256(path) != output["sha256"]:

@@ -60,7 +60,7 @@ def merge(options: MergeOptions, progress: ProgressFn = no_progress) -> MergeRes
     inputs = merge_inputs(manifest, options.base, options.adapter)
     params = {"dtype": MERGE_DTYPE, "peft": peft.__version__, "transformers": transformers.__version__}
     key = manifest.step_key(inputs, params)
-    if not options.force and manifest.is_current("merge", key, out_dir):
+    if not options.force and manifest.is_current("merge", key):
         manifest.save()
         return MergeResult(target, skipped=True, seconds=0.0)
     if target.exists() and "merge" not in manifest.data["steps"] and not options.force:

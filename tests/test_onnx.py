@@ -86,7 +86,7 @@ def test_build_json_records_every_output_and_a_rerun_skips_them(onnx_256m, fixtu
     assert record["onnx"]["opset"] == 17 and "TorchScript" in record["onnx"]["exporter"]
     step = record["steps"]["onnx:export:decoder_model_merged"]
     assert step["params"]["torch"] and "model.safetensors" in step["inputs"]
-    output = record["outputs"]["decoder_model_merged_q4.onnx"]
+    output = record["outputs"]["onnx/decoder_model_merged_q4.onnx"]
     assert output["sha256"] == sha256_file(graph_file(onnx_256m, "decoder_model_merged", "q4"))
     before = {p: p.stat().st_mtime_ns for p in (onnx_256m / "onnx").iterdir()}
     again = export_onnx(ExportOptions(str(fixture_256m), onnx_256m, variants=VARIANTS))

@@ -220,7 +220,9 @@ def test_base_model_is_the_hub_source_and_the_relation_follows_the_adapter(build
     assert card.data.base_model == BASE and card.data.base_model_relation == relation
     assert f"`{BASE}` at commit `{'c' * 40}`" in card.text
     names = {p.name for p in result.folder.iterdir()}
-    assert {f"{NAME}-Q8_0.gguf", f"mmproj-{NAME}-f16.gguf", "template", "params", "system"} <= names
+    # Merged weights are the fine-tune and carry its name; a GGUF LoRA ships beside the base's files.
+    stem = adapter["name"] if adapter["format"] == "merge" else NAME
+    assert {f"{stem}-Q8_0.gguf", f"mmproj-{stem}-f16.gguf", "template", "params", "system"} <= names
     assert "Q4_K_M" not in " ".join(names)
     presets = tomllib.loads((templates_dir() / "presets.toml").read_text())
     assert (result.folder / "system").read_text() == presets["ocr"]["system"]
