@@ -59,7 +59,12 @@ class CheckpointInfo:
 
     def input_files(self) -> list[Path]:
         """Every file the converter reads (what a build's manifest hashes)."""
-        return sorted(p for p in self.path.iterdir() if p.is_file() and not p.name.startswith("."))
+        return checkpoint_files(self.path)
+
+
+def checkpoint_files(directory: Path) -> list[Path]:
+    """The files of a checkpoint directory, hidden ones (partial downloads, editors' files) left out."""
+    return sorted(p for p in Path(directory).iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 def inspect_checkpoint(path: str | Path) -> CheckpointInfo:

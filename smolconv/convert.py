@@ -16,7 +16,7 @@ from pathlib import Path
 from gguf import GGUFReader
 
 from smolconv.adapter import AdapterInfo
-from smolconv.checkpoint import CheckpointInfo, inspect_checkpoint
+from smolconv.checkpoint import CheckpointInfo, checkpoint_files, inspect_checkpoint
 from smolconv.errors import SmolconvError
 from smolconv.fsutil import ensure_writable_dir, staged_file
 from smolconv.manifest import Manifest
@@ -82,8 +82,7 @@ def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn 
                               model=str(options.checkpoint))
     # A merged checkpoint is converted for a source that is the base: its record keeps the base's files.
     converted_source = source.path.resolve() == info.path.resolve()
-    files = inputs if converted_source else {
-        p.name: manifest.sha256(p) for p in sorted(source.path.iterdir()) if p.is_file() and not p.name.startswith(".")}
+    files = inputs if converted_source else {p.name: manifest.sha256(p) for p in checkpoint_files(source.path)}
     manifest.data["source"] = {**source.to_record(), "files": files}
     manifest.data["llama_cpp"] = toolchain.describe()
     manifest.record_step("convert", key, params, inputs, [text_path, mmproj_path], seconds)
