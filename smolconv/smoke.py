@@ -60,6 +60,12 @@ class SmokeCase:
     rejected: bool = False         # smolconv must refuse the input before anything is sent
     long_prompt: bool = False      # the user message is filled to near num_ctx
     per_projector: bool = False    # checks image decoding, preprocessing and the projector: once per projector file
+    per_context: bool = False      # checks that the served context holds a near-full prompt: once per context size
+
+    @property
+    def shared_by(self) -> str | None:
+        """What this case checks that every variant served alike shares ("projector", "context"), if anything."""
+        return "projector" if self.per_projector else "context" if self.per_context else None
 
     @property
     def has_images(self) -> bool:
@@ -95,7 +101,7 @@ CASES: tuple[SmokeCase, ...] = (
     SmokeCase("corrupt_image", "edge: a corrupt JPEG (refused before sending)",
               (_user(DESCRIBE, "corrupt_jpeg"),), rejected=True),
     SmokeCase("long_prompt", "edge: a prompt near num_ctx", (_user(""),), 64, expect=r"\bred\b",
-              long_prompt=True),
+              long_prompt=True, per_context=True),
 )
 CASE_NAMES = tuple(c.name for c in CASES)
 
@@ -114,7 +120,7 @@ class CaseResult:
     expectation: bool | None = None     # did the answer match `expect` (None: no expectation)
     notes: list[str] = field(default_factory=list)
     turns: list[dict] = field(default_factory=list)  # what was sent: roles, texts, image files
-    covered_by: str | None = None       # the variant that ran this case on the same projector file
+    covered_by: str | None = None       # the variant that ran this case (same projector file or context size)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -366,29 +372,30 @@ def smoke_runs(runs, options: SmokeOptions, cases: tuple[SmokeCase, ...], images
     """The suite on each run (a context yielding backend, variant name, projector, n_ctx and the projector
     file's sha256 or None). Every variant of a build shares one projector file: the cases that check image
     decoding, preprocessing and the projector (`per_projector`) run on the first variant served with that file;
-    the others report them as covered by it, with its result. Text cases, one image case (where the variant's
-    own text weights meet image embeddings) and its follow-up run on every variant."""
-    first: dict[str, tuple[str, dict[str, CaseResult]]] = {}  # projector sha256 -> (variant, its results)
+    the long prompt (`per_context`), which checks that the served context holds a near-full prompt, runs on the
+    first variant served with that context size (the KV cache and its settings are the same for every variant
+    of one call). The others report such cases as covered by that variant, with its result. Text cases, one
+    image case (where the variant's own text weights meet image embeddings) and its follow-up run on every
+    variant."""
+    first: dict[tuple[str, object], tuple[str, dict[str, CaseResult]]] = {}  # (shared_by, key) -> variant, results
     reports = []
     for run in runs:
         started = datetime.now(UTC).isoformat(timespec="seconds")
         t0 = time.monotonic()
         with run as (backend, variant_name, projector, n_ctx, projector_sha256):
-            covered = first.get(projector_sha256) if projector_sha256 else None
-            todo = cases if covered is None else tuple(c for c in cases if not c.per_projector)
             info = backend.info()
             n_ctx = n_ctx or info.get("n_ctx")
+            shared = {"projector": projector_sha256, "context": n_ctx}
+            covered = {c.name: (first[key], key) for c in cases
+                       if c.shared_by and (key := (c.shared_by, shared[c.shared_by])) in first}
+            todo = tuple(c for c in cases if c.name not in covered)
             ran = run_suite(backend, images, n_ctx=n_ctx, projector=projector, cases=todo, strict=options.strict,
                             random_parts=random_parts, progress=progress)
-        if covered is None:
-            results = ran
-            if projector_sha256:
-                first[projector_sha256] = (variant_name, {r.name: r for r in ran})
-        else:
-            by_name = {r.name: r for r in ran}
-            results = [by_name[c.name] if c.name in by_name else _covered(covered[1][c.name], covered[0],
-                                                                            projector_sha256)
-                       for c in cases]
+        by_name = {r.name: r for r in ran}
+        for kind, key in shared.items():
+            if key and any(c.shared_by == kind for c in todo):
+                first.setdefault((kind, key), (variant_name, by_name))
+        results = [by_name[c.name] if c.name in by_name else _covered(*covered[c.name], c.name) for c in cases]
         report = SmokeReport(target=options.target, variant=variant_name, backend=options.backend,
                              backend_info=info, results=results, random_parts=random_parts, started=started,
                              seconds=time.monotonic() - t0)
@@ -397,10 +404,13 @@ def smoke_runs(runs, options: SmokeOptions, cases: tuple[SmokeCase, ...], images
     return reports
 
 
-def _covered(result: CaseResult, variant: str, projector_sha256: str) -> CaseResult:
-    """A case another variant ran on the same projector file: its verdict, and where it was checked."""
-    return CaseResult(result.name, result.what, result.passed,
-                      f"covered by {variant} (same projector sha256 {projector_sha256[:12]}): {result.reason}",
+def _covered(ran_on: tuple[str, dict[str, CaseResult]], shared: tuple[str, object], name: str) -> CaseResult:
+    """A case another variant ran on the same projector file or context size: its verdict, and where."""
+    variant, results = ran_on
+    result = results[name]
+    kind, key = shared
+    same = f"same projector sha256 {key[:12]}" if kind == "projector" else f"same context, {key} tokens"
+    return CaseResult(result.name, result.what, result.passed, f"covered by {variant} ({same}): {result.reason}",
                       expectation=result.expectation, covered_by=variant)
 
 

@@ -77,6 +77,7 @@ def test_build_ends_with_every_variant_passing_smoke_on_llama_server(built_256m)
     projector = build_variants(built_256m.out_dir, ("Q4_K_M",))[0].projector
     shared = {c.name for c in CASES if c.per_projector}
     assert shared == {"image_png", "image_webp", "two_images", "blank_image", "one_pixel", "large_image"}
+    assert [c.name for c in CASES if c.per_context] == ["long_prompt"]
     for variant, report in reports.items():
         assert report.passed, [(c.name, c.reason) for c in report.results if not c.passed]
         saved = json.loads(report.path.read_text())
@@ -84,15 +85,18 @@ def test_build_ends_with_every_variant_passing_smoke_on_llama_server(built_256m)
         cases = {c["name"]: c for c in saved["cases"]}
         assert list(cases) == [c.name for c in CASES]  # every variant's report names every case
         assert cases["corrupt_image"]["reason"] == "refused before sending"
-        # Every variant shares the one projector file: Q4_K_M, served first, ran the cases that check image
-        # decoding, preprocessing and the projector; the others say so. Text and one image run on each.
+        # Every variant shares the one projector file and the planned context: Q4_K_M, served first, ran the
+        # cases that check image decoding, preprocessing, the projector and the full context; the others say
+        # so. Text and one image run on each.
         ran_here = [name for name in cases if cases[name]["covered_by"] is None]
         if variant == "Q4_K_M":
             assert set(ran_here) == set(cases)
         else:
-            assert set(ran_here) == set(cases) - shared
+            assert set(ran_here) == set(cases) - shared - {"long_prompt"}
             assert all(cases[name]["covered_by"] == "Q4_K_M" and cases[name]["answer"] is None
                        and "same projector sha256" in cases[name]["reason"] for name in shared)
+            n_ctx = saved["backend_info"]["n_ctx"]
+            assert cases["long_prompt"]["reason"].startswith(f"covered by Q4_K_M (same context, {n_ctx} tokens)")
         for name in {"text_hello", "image_jpeg", "long_prompt", "large_image"} & set(ran_here):
             answer = cases[name]["answer"]
             assert answer["prompt_tokens"] > 0 and answer["wall_s"] > 0 and answer["prompt_tps"] > 0, name
@@ -100,9 +104,10 @@ def test_build_ends_with_every_variant_passing_smoke_on_llama_server(built_256m)
             assert answer["decode_tps"] > 0 if answer["completion_tokens"] > 1 else answer["decode_tps"] is None
         # The variant's own text weights meet image embeddings: the image's tokens reach its prompt.
         assert cases["image_jpeg"]["answer"]["prompt_tokens"] >= projector.tiles((960, 240)) * 64
-        # the long prompt fills most of the planned context.
-        assert cases["long_prompt"]["answer"]["prompt_tokens"] > 0.9 * (saved["backend_info"]["n_ctx"] - 192)
     cases = {c["name"]: c for c in json.loads(reports["Q4_K_M"].path.read_text())["cases"]}
+    # the long prompt fills most of the planned context.
+    n_ctx = json.loads(reports["Q4_K_M"].path.read_text())["backend_info"]["n_ctx"]
+    assert cases["long_prompt"]["answer"]["prompt_tokens"] > 0.9 * (n_ctx - 192)
     # The 4000x3000 image is 13 tiles of 64 tokens.
     assert cases["large_image"]["answer"]["prompt_tokens"] >= 13 * 64
     # plan counts an image's tokens as llama-server does: same question, only the image differs.

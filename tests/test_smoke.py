@@ -180,25 +180,29 @@ def test_unknown_case_and_backend_are_one_line_errors():
 def test_cases_of_the_shared_projector_run_once_and_the_other_variants_say_where(tmp_path):
     from smolconv.smoke import _fixed
 
-    wanted = ("text_hello", "image_jpeg", "image_png", "blank_image", "corrupt_image")
+    wanted = ("text_hello", "image_jpeg", "image_png", "blank_image", "corrupt_image", "long_prompt")
     cases = tuple(c for c in CASES if c.name in wanted)
     images = write_smoke_images(tmp_path / "images")
     with FakeOllama() as fake:
-        for tag in ("m:q4", "m:q8", "other:q4"):
-            fake.state.models[tag] = {"parameters": "num_ctx 4096", "capabilities": ["vision"]}
+        for tag, n_ctx in (("m:q4", 4096), ("m:q8", 4096), ("other:q4", 2048)):
+            fake.state.models[tag] = {"parameters": f"num_ctx {n_ctx}", "capabilities": ["vision"]}
         runs = [_fixed(OllamaBackend(tag, fake.host), tag, PROJECTOR_256M, None, sha)
                 for tag, sha in (("m:q4", "a" * 64), ("m:q8", "a" * 64), ("other:q4", "b" * 64))]
         reports = smoke_runs(runs, SmokeOptions("m", backend="ollama"), cases, images, random_parts=frozenset(),
                              report_dir=tmp_path)
     first, second, other = ({r.name: r for r in report.results} for report in reports)
     assert all(report.passed for report in reports)
-    # text, one image and the refused file on every variant; PNG and the blank image once per projector file
-    assert [c["model"] for c in fake.state.chats] == ["m:q4"] * 4 + ["m:q8"] * 2 + ["other:q4"] * 4
+    # text, one image and the refused file on every variant; PNG and the blank image once per projector file,
+    # the long prompt once per context size (three requests: two measure the filler's tokens, then the prompt)
+    assert [c["model"] for c in fake.state.chats] == ["m:q4"] * 7 + ["m:q8"] * 2 + ["other:q4"] * 7
     assert not any(r.covered_by for r in first.values()) and not any(r.covered_by for r in other.values())
     for name in ("image_png", "blank_image"):
         assert second[name].covered_by == "m:q4" and second[name].answer is None
         assert second[name].reason.startswith("covered by m:q4 (same projector sha256 aaaaaaaaaaaa)")
         assert second[name].passed == first[name].passed
+    assert second["long_prompt"].covered_by == "m:q4" and second["long_prompt"].answer is None
+    assert second["long_prompt"].reason.startswith("covered by m:q4 (same context, 4096 tokens)")
+    assert other["long_prompt"].answer is not None  # other:q4 has its own projector and context
     assert second["image_jpeg"].answer is not None and second["text_hello"].covered_by is None
     # the report on disk and the build.json summary say it per variant, in the suite's order
     import json
@@ -206,5 +210,5 @@ def test_cases_of_the_shared_projector_run_once_and_the_other_variants_say_where
     saved = json.loads(reports[1].path.read_text())
     assert [c["name"] for c in saved["cases"]] == list(wanted)
     assert {c["name"]: c["covered_by"] for c in saved["cases"] if c["covered_by"]} == \
-        {"image_png": "m:q4", "blank_image": "m:q4"}
-    assert reports[1].summary()["covered_by"] == {"image_png": "m:q4", "blank_image": "m:q4"}
+        {"image_png": "m:q4", "blank_image": "m:q4", "long_prompt": "m:q4"}
+    assert reports[1].summary()["covered_by"] == {"image_png": "m:q4", "blank_image": "m:q4", "long_prompt": "m:q4"}

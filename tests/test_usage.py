@@ -26,7 +26,7 @@ def documented_block(name: str) -> str:
 def test_the_documented_blocks_are_there_and_use_smolconv():
     install, fixture = documented_block("install"), documented_block("fixture")
     assert "make setup" in install and "smolconv doctor" in install
-    assert "smolconv synth" in fixture and "smolconv build" in fixture
+    assert "smolconv synth" in fixture and "smolconv build" in fixture and "smolconv plan" in fixture
 
 
 def test_a_new_user_gets_from_nothing_to_a_smoke_tested_model(tmp_path):
@@ -35,10 +35,12 @@ def test_a_new_user_gets_from_nothing_to_a_smoke_tested_model(tmp_path):
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    out = tmp_path / "out" / "smolvlm2-256m"
+    out = tmp_path / "out" / "smolvlm2-tiny"
     manifest = json.loads((out / "build.json").read_text())
     assert manifest["verify"]["passed"] is True
     assert {key: value["passed"] for key, value in manifest["smoke"].items()} == {"Q8_0:llama-server": True}
     reports = sorted(p.name for p in (out / "smoke").glob("*.json"))
     assert len(reports) == 1 and reports[0] in result.stdout  # the `ls` at the end shows the report
-    assert "8192" in result.stdout  # plan printed the context it chose
+    planned = manifest["package"]["plans"]["Q8_0"]["num_ctx"]
+    plan_row = [line for line in result.stdout.splitlines() if line.startswith("│ Q8_0 ")]
+    assert plan_row and f"│ {planned} " in plan_row[-1]  # plan printed the context it chose
