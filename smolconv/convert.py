@@ -13,12 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gguf import GGUFReader
-
 from smolconv.adapter import AdapterInfo
 from smolconv.checkpoint import CheckpointInfo, checkpoint_files, inspect_checkpoint
 from smolconv.errors import SmolconvError
 from smolconv.fsutil import ensure_writable_dir, staged_file
+from smolconv.gguf_header import read_gguf_header
 from smolconv.manifest import Manifest
 from smolconv.progress import ProgressFn, no_progress
 from smolconv.pull import Source
@@ -152,11 +151,6 @@ def _converter_progress(stage: str, progress: ProgressFn) -> Callable[[str], Non
 # Reading the results back
 
 
-def _field(reader: GGUFReader, key: str):
-    field = reader.fields.get(key)
-    return None if field is None else field.contents()
-
-
 def _expect(path: Path, what: str, found, expected) -> None:
     if found != expected:
         raise SmolconvError(
@@ -166,28 +160,27 @@ def _expect(path: Path, what: str, found, expected) -> None:
 
 
 def verify_text_model(path: Path, info: CheckpointInfo) -> None:
-    reader = GGUFReader(path)
-    _expect(path, "general.architecture", _field(reader, "general.architecture"), "llama")
-    _expect(path, "llama.block_count", _field(reader, "llama.block_count"), info.num_hidden_layers)
-    tokens = _field(reader, "tokenizer.ggml.tokens") or []
-    _expect(path, "the vocabulary size", len(tokens), info.vocab_size)
+    header = read_gguf_header(path)
+    _expect(path, "general.architecture", header.get("general.architecture"), "llama")
+    _expect(path, "llama.block_count", header.get("llama.block_count"), info.num_hidden_layers)
+    _expect(path, "the vocabulary size", header.array_length("tokenizer.ggml.tokens"), info.vocab_size)
 
 
 def verify_mmproj(path: Path, info: CheckpointInfo) -> None:
-    reader = GGUFReader(path)
-    _expect(path, "general.type", _field(reader, "general.type"), "mmproj")
-    _expect(path, "clip.projector_type", _field(reader, "clip.projector_type"), "idefics3")
+    header = read_gguf_header(path)
+    _expect(path, "general.type", header.get("general.type"), "mmproj")
+    _expect(path, "clip.projector_type", header.get("clip.projector_type"), "idefics3")
     _expect(path, "clip.vision.projector.scale_factor",
-            _field(reader, "clip.vision.projector.scale_factor"), info.scale_factor)
-    _expect(path, "clip.vision.image_size", _field(reader, "clip.vision.image_size"), info.image_size)
+            header.get("clip.vision.projector.scale_factor"), info.scale_factor)
+    _expect(path, "clip.vision.image_size", header.get("clip.vision.image_size"), info.image_size)
 
 
 def verify_adapter(path: Path, adapter: AdapterInfo) -> None:
-    reader = GGUFReader(path)
-    _expect(path, "general.type", _field(reader, "general.type"), "adapter")
-    _expect(path, "adapter.type", _field(reader, "adapter.type"), "lora")
-    alpha = _field(reader, "adapter.lora.alpha")
+    header = read_gguf_header(path)
+    _expect(path, "general.type", header.get("general.type"), "adapter")
+    _expect(path, "adapter.type", header.get("adapter.type"), "lora")
+    alpha = header.get("adapter.lora.alpha")
     _expect(path, "adapter.lora.alpha", None if alpha is None else float(alpha), adapter.alpha)
     # Two GGUF tensors (lora_a, lora_b) for each adapted module.
     modules = {t.module for t in adapter.tensors if t.kind in ("lora_A", "embedding_A")}
-    _expect(path, "the number of LoRA tensors", len(reader.tensors), 2 * len(modules))
+    _expect(path, "the number of LoRA tensors", len(header.tensors), 2 * len(modules))

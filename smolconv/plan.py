@@ -26,9 +26,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from smolconv.errors import SmolconvError
+from smolconv.gguf_header import read_gguf_header
 from smolconv.models import SHAPES, ModelShape, get_shape
 
 MiB = 2**20
@@ -138,54 +139,48 @@ class Variant:
 # Reading variants from GGUF files
 
 
-def _field(reader: GGUFReader, key: str, default=None):
-    f = reader.get_field(key)
-    return f.contents() if f is not None else default
-
-
 def read_text_model(path: Path) -> TextModel:
-    reader = GGUFReader(path)
-    arch = _field(reader, "general.architecture")
-    if _field(reader, "general.type") == "mmproj" or arch == "clip":
+    header = read_gguf_header(path)
+    arch = header.get("general.architecture")
+    if header.get("general.type") == "mmproj" or arch == "clip":
         raise SmolconvError(f"{path} is a vision projector, not a text model", "pass the text GGUF")
-    n_layer = int(_field(reader, f"{arch}.block_count"))
+    n_layer = int(header.get(f"{arch}.block_count"))
     layers = [0] * n_layer
     input_bytes = output_bytes = 0
-    for tensor in reader.tensors:
-        name, size = tensor.name, int(tensor.n_bytes)
+    for tensor in header.tensors:
+        name, size = tensor.name, tensor.n_bytes
         if name.startswith("blk."):
             layers[int(name.split(".")[1])] += size
         elif name.startswith("token_embd"):
             input_bytes += size
         else:  # output, output_norm, rope factors
             output_bytes += size
-    n_embd = int(_field(reader, f"{arch}.embedding_length"))
-    n_head = int(_field(reader, f"{arch}.attention.head_count"))
-    tokens = reader.get_field("tokenizer.ggml.tokens")
+    n_embd = int(header.get(f"{arch}.embedding_length"))
+    n_head = int(header.get(f"{arch}.attention.head_count"))
     return TextModel(
-        n_layer=n_layer, n_embd=n_embd, n_ff=int(_field(reader, f"{arch}.feed_forward_length")),
-        n_head=n_head, n_head_kv=int(_field(reader, f"{arch}.attention.head_count_kv", n_head)),
-        head_dim=int(_field(reader, f"{arch}.attention.key_length", n_embd // n_head)),
-        n_vocab=int(_field(reader, f"{arch}.vocab_size", len(tokens.data) if tokens else 0)),
-        n_ctx_train=int(_field(reader, f"{arch}.context_length")),
+        n_layer=n_layer, n_embd=n_embd, n_ff=int(header.get(f"{arch}.feed_forward_length")),
+        n_head=n_head, n_head_kv=int(header.get(f"{arch}.attention.head_count_kv", n_head)),
+        head_dim=int(header.get(f"{arch}.attention.key_length", n_embd // n_head)),
+        n_vocab=int(header.get(f"{arch}.vocab_size", header.array_length("tokenizer.ggml.tokens"))),
+        n_ctx_train=int(header.get(f"{arch}.context_length")),
         layer_bytes=tuple(layers), input_bytes=input_bytes, output_bytes=output_bytes,
     )
 
 
 def read_projector(path: Path) -> Projector:
-    reader = GGUFReader(path)
-    if _field(reader, "general.architecture") != "clip":
+    header = read_gguf_header(path)
+    if header.get("general.architecture") != "clip":
         raise SmolconvError(f"{path} is not a vision projector (architecture is not clip)",
                             "pass the mmproj-*.gguf that `smolconv convert` wrote")
-    image_size = int(_field(reader, "clip.vision.image_size"))
+    image_size = int(header.get("clip.vision.image_size"))
     return Projector(
-        weight_bytes=sum(int(t.n_bytes) for t in reader.tensors),
+        weight_bytes=sum(t.n_bytes for t in header.tensors),
         image_size=image_size,
-        patch_size=int(_field(reader, "clip.vision.patch_size")),
-        scale_factor=int(_field(reader, "clip.vision.projector.scale_factor", 1)),
-        preproc_image_size=int(_field(reader, "clip.vision.preproc_image_size", image_size)),
-        n_embd=int(_field(reader, "clip.vision.embedding_length")),
-        n_ff=int(_field(reader, "clip.vision.feed_forward_length")),
+        patch_size=int(header.get("clip.vision.patch_size")),
+        scale_factor=int(header.get("clip.vision.projector.scale_factor", 1)),
+        preproc_image_size=int(header.get("clip.vision.preproc_image_size", image_size)),
+        n_embd=int(header.get("clip.vision.embedding_length")),
+        n_ff=int(header.get("clip.vision.feed_forward_length")),
     )
 
 

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from smolconv.errors import SmolconvError
 from smolconv.fsutil import staged_file
+from smolconv.gguf_header import read_gguf_header
 from smolconv.manifest import Manifest
 from smolconv.progress import ProgressFn, no_progress
 from smolconv.runner import run_tool
@@ -156,27 +157,27 @@ def _block_size(type_name: str | None) -> int:
 
 
 def tensor_report(path: Path, qtype: str) -> QuantReport:
-    reader = GGUFReader(path)
-    types = Counter(t.tensor_type.name for t in reader.tensors)
+    tensors = read_gguf_header(path).tensors
+    types = Counter(t.tensor_type.name for t in tensors)
     elements = Counter()
-    for t in reader.tensors:
-        elements[t.tensor_type.name] += int(t.n_elements)
+    for t in tensors:
+        elements[t.tensor_type.name] += t.n_elements
     total_elements = sum(elements.values())
-    total_bytes = sum(int(t.n_bytes) for t in reader.tensors)
+    total_bytes = sum(t.n_bytes for t in tensors)
     main = requested_main_type(qtype)
     block = _block_size(main)
     # llama.cpp's rule: a quantized tensor whose rows (ne[0]) are not a multiple of the requested type's
     # block size gets a fallback type. Float tensors (norms, F32 embeddings in mmproj) were never quantized.
     fallbacks = Counter(
-        t.tensor_type.name for t in reader.tensors
-        if t.tensor_type.name not in FLOAT_TYPES and int(t.shape[0]) % block != 0
+        t.tensor_type.name for t in tensors
+        if t.tensor_type.name not in FLOAT_TYPES and t.shape[0] % block != 0
     )
     return QuantReport(
         qtype=qtype,
         path=path,
         size=path.stat().st_size,
         bits_per_weight=total_bytes * 8 / total_elements,
-        n_tensors=len(reader.tensors),
+        n_tensors=len(tensors),
         tensor_types=dict(types.most_common()),
         weight_share={k: v / total_elements for k, v in elements.most_common()},
         fallbacks=dict(fallbacks.most_common()),
