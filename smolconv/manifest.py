@@ -15,7 +15,7 @@ from pathlib import Path
 
 from smolconv import __version__
 from smolconv.errors import SmolconvError
-from smolconv.hashing import sha256_file
+from smolconv.hashing import BackgroundHash, sha256_file
 
 MANIFEST = "build.json"
 
@@ -24,6 +24,7 @@ MANIFEST = "build.json"
 class Manifest:
     path: Path
     data: dict = field(default_factory=dict)
+    _pending: dict[str, BackgroundHash] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, out_dir: Path) -> Manifest:
@@ -51,12 +52,33 @@ class Manifest:
     def sha256(self, path: Path) -> str:
         stat = path.stat()
         key = str(path.resolve())
+        digest = self._cached(key, stat)
+        if digest:
+            return digest
+        pending = self._pending.pop(key, None)
+        if pending is not None and (pending.size, pending.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+            digest = pending.result()
+        else:
+            digest = sha256_file(path)
+        self.data["hash_cache"][key] = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        return digest
+
+    def sha256_soon(self, paths) -> None:
+        """Start hashing files that a later `sha256()` will ask for, on a background thread.
+
+        For hashing beside a tool that is busy with other data (the converter with the next half, or with the
+        checkpoint it reads anyway): a first build does not wait for gigabytes to be hashed after it.
+        """
+        for path in map(Path, paths):
+            key = str(path.resolve())
+            if key not in self._pending and self._cached(key, path.stat()) is None:
+                self._pending[key] = BackgroundHash(path)
+
+    def _cached(self, key: str, stat: os.stat_result) -> str | None:
         cached = self.data["hash_cache"].get(key)
         if cached and cached["size"] == stat.st_size and cached["mtime_ns"] == stat.st_mtime_ns:
             return cached["sha256"]
-        digest = sha256_file(path)
-        self.data["hash_cache"][key] = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-        return digest
+        return None
 
     def up_to_date(self, step: str, key: str, targets: list[Path], *, force: bool) -> bool:
         """True when `step` can be skipped. Otherwise it will run: check that it overwrites nothing of the user's.
