@@ -9,6 +9,7 @@ only when asked for). The types, sizes and the magic come from gguf-py, so both 
 
 from __future__ import annotations
 
+import functools
 import mmap
 import struct
 from dataclasses import dataclass, field
@@ -115,11 +116,21 @@ def read_gguf_header(path: Path, arrays: tuple[str, ...] = ()) -> GGUFHeader:
     """The header of `path`; the values of the array fields named in `arrays` are read too.
 
     A file that is not GGUF, or whose header or tensor data is cut short, is a SmolconvError that names it.
+    One build reads each file's header in several stages (read-back, plan, package, verify, smoke): an
+    unchanged file (same size and mtime) is parsed once per process. Callers must not change what they get.
     """
     path = Path(path)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise SmolconvError(f"{path} does not exist", "pass a .gguf file that `smolconv build` wrote") from None
+    return _read_header(path.resolve(), stat.st_size, stat.st_mtime_ns, tuple(arrays))
+
+
+@functools.lru_cache(maxsize=32)
+def _read_header(path: Path, size: int, mtime_ns: int, arrays: tuple[str, ...]) -> GGUFHeader:
     fix = "rebuild it with `smolconv convert` / `smolconv quantize` (or download it again)"
     try:
-        size = path.stat().st_size
         with open(path, "rb") as handle:
             if size < 24:
                 raise SmolconvError(f"{path} is not a GGUF file ({size} bytes)", fix)
