@@ -70,3 +70,18 @@ def staged_file(final: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, final)
+
+
+def remove_stale_partials(directory: Path) -> list[Path]:
+    """Remove staged files and directories a killed run left in `directory` (SIGKILL runs no cleanup).
+
+    Every staged name is hidden and ends in `.partial` (partial_path, staged_dir), so nothing else matches.
+    """
+    removed = []
+    for path in sorted(directory.rglob(".*.partial")) if directory.is_dir() else []:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
