@@ -47,11 +47,19 @@ def run() -> None:
     child and removed its staged file. What is left is stopped here, then one line and exit 128 + the signal's
     number (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP). `serve` catches it itself: an orderly stop, exit 0.
     """
-    from smolconv.runner import Interrupted, install_stop_handlers, stop_all_children
+    from smolconv.runner import DISK_FULL, Interrupted, disk_full, install_stop_handlers, stop_all_children
 
     install_stop_handlers()
     try:
         app(prog_name="smolconv")
+    except OSError as exc:  # smolconv's own writes; its staged files were removed on the way here
+        if exc.errno not in DISK_FULL:
+            raise
+        stop_all_children()
+        where = f"writing {exc.filename}" if exc.filename else "writing"
+        error = disk_full(f"{where} failed ({exc.strerror})")
+        _fail(error)  # prints the one line
+        sys.exit(error.exit_code)
     except Interrupted as stop:
         stop_all_children()
         err_console.print(f"stopped by {stop.name}: children stopped, partial files removed", highlight=False)

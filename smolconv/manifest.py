@@ -30,8 +30,16 @@ class Manifest:
         path = Path(out_dir) / MANIFEST
         try:
             data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except FileNotFoundError:
             data = {}
+        except OSError as exc:
+            raise SmolconvError(f"cannot read {path} ({exc.strerror})", "check its permissions") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            # Starting over silently would disown every file it lists (and refuse them without --force).
+            raise SmolconvError(f"{path} is not valid JSON ({exc})",
+                                "undo the hand edit, or delete it and rebuild with --force") from None
+        if not isinstance(data, dict):
+            raise SmolconvError(f"{path} is not a JSON object", "delete it and rebuild with --force")
         data.setdefault("steps", {})
         data.setdefault("outputs", {})
         data.setdefault("hash_cache", {})
@@ -42,7 +50,7 @@ class Manifest:
         order = ("smolconv", "llama_cpp", "source", "steps", "outputs", "hash_cache")
         data = {k: self.data[k] for k in order if k in self.data}
         data.update({k: v for k, v in self.data.items() if k not in data})
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")  # a staged name
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         os.replace(tmp, self.path)
 

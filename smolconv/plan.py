@@ -29,6 +29,7 @@ from pathlib import Path
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 
 from smolconv.errors import SmolconvError
+from smolconv.gguf_file import open_gguf
 from smolconv.models import SHAPES, ModelShape, get_shape
 
 MiB = 2**20
@@ -144,7 +145,7 @@ def _field(reader: GGUFReader, key: str, default=None):
 
 
 def read_text_model(path: Path) -> TextModel:
-    reader = GGUFReader(path)
+    reader = open_gguf(path)
     arch = _field(reader, "general.architecture")
     if _field(reader, "general.type") == "mmproj" or arch == "clip":
         raise SmolconvError(f"{path} is a vision projector, not a text model", "pass the text GGUF")
@@ -173,7 +174,7 @@ def read_text_model(path: Path) -> TextModel:
 
 
 def read_projector(path: Path) -> Projector:
-    reader = GGUFReader(path)
+    reader = open_gguf(path)
     if _field(reader, "general.architecture") != "clip":
         raise SmolconvError(f"{path} is not a vision projector (architecture is not clip)",
                             "pass the mmproj-*.gguf that `smolconv convert` wrote")

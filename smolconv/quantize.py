@@ -19,6 +19,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 
 from smolconv.errors import SmolconvError
 from smolconv.fsutil import staged_file
+from smolconv.gguf_file import open_gguf
 from smolconv.manifest import Manifest
 from smolconv.progress import ProgressFn, no_progress
 from smolconv.runner import run_tool
@@ -203,6 +204,7 @@ def quantize(options: QuantizeOptions, toolchain: Toolchain, progress: ProgressF
     for name in (model_name, mmproj_name):
         if not (out_dir / name).is_file():
             raise SmolconvError(f"{out_dir / name} is missing", "run `smolconv convert` again")
+        open_gguf(out_dir / name)  # a damaged file is named here, not in llama-quantize's log
     types = check_request(options, toolchain)
     result = QuantizeResult()
     imatrix = Path(options.imatrix) if options.imatrix else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import errno
 import os
 import queue
 import shlex
@@ -21,11 +22,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from smolconv.errors import ToolFailed
+from smolconv.errors import SmolconvError, ToolFailed
 
 # Variables that would make llama.cpp's converter import a different gguf-py than the one in its own tree.
 _ENV_DROPPED = ("NO_LOCAL_GGUF",)
 _TAIL_LINES = 3
+
+
+# A full disk, a full quota, or a file size limit (RLIMIT_FSIZE): the same remedy.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def disk_full(problem: str) -> SmolconvError:
+    return SmolconvError(f"{problem}: the disk is full or a file size limit was reached",
+                         "free space on the output disk (or raise the limit), or choose another --out")
 
 
 @dataclass(frozen=True)
@@ -327,6 +337,8 @@ def run_tool(
     result = ToolResult(tuple(argv), proc.returncode, "\n".join(lines))
     if check and proc.returncode != 0:
         said = " | ".join(tail) if tail else "no output"
+        if any(os.strerror(code) in line for line in lines[-50:] for code in DISK_FULL):
+            raise disk_full(f"{what} failed: {_describe(argv)} could not write ({said})")
         raise ToolFailed(
             f"{what} failed: {_describe(argv)} exited with {proc.returncode} ({said})",
             fix,
