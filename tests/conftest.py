@@ -43,6 +43,19 @@ def build_256m_q4_q8(toolchain, fixture_256m, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def build_tiny_q4(toolchain, fixture_tiny, tmp_path_factory) -> Path:
+    """A build of the tiny fixture, Q4_K_M only, no verify or smoke: the cheapest real build (read-only users).
+
+    Made the way scripts/chaos.py builds, so the chaos test can compare its reruns with it byte for byte.
+    """
+    out = tmp_path_factory.mktemp("build-tiny-q4") / "tiny"
+    result = run_cli("build", str(fixture_tiny), "--out", str(out), "--preset", "general", "--type", "Q4_K_M",
+                     "--no-verify", "--no-smoke")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the installed CLI as a user would, in a subprocess."""
     return subprocess.run([sys.executable, "-m", "smolconv", *args], capture_output=True, text=True,
