@@ -27,6 +27,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.conftest import descendants, pid_is_running
+
 # Files that are a product of the build (compared byte for byte); verify's and smoke's reports hold timings.
 _REPORTS = ("build.json", "verify.json", "README.md")
 
@@ -70,30 +73,6 @@ def _current(stages) -> str:
         if not done():
             return name
     return "finishing"
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return []
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as listing:
-                for child in listing.read().split():
-                    found += [int(child), *_children(int(child))]
-        except FileNotFoundError:
-            pass
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _sha256(path: Path) -> str:
@@ -176,7 +155,7 @@ class Chaos:
         proc = self._start(out)
         started, stage, seen = time.monotonic(), "convert", set()
         while proc.poll() is None:
-            seen.update(_children(proc.pid))
+            seen.update(descendants(proc.pid))
             now = _current(stages)
             if now != stage:
                 self.durations[stage] = time.monotonic() - started
@@ -191,7 +170,7 @@ class Chaos:
 
     def _check_no_process(self, pids, when: str) -> None:
         deadline = time.monotonic() + 5
-        while (left := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
+        while (left := [p for p in pids if pid_is_running(p)]) and time.monotonic() < deadline:
             time.sleep(0.05)
         if left:
             self.report.problems.append(f"{when}: processes left running {left}")
@@ -206,12 +185,12 @@ class Chaos:
         order = [name for name, _ in stages] + ["finishing"]
         reached = None
         while proc.poll() is None:
-            seen.update(_children(proc.pid))
+            seen.update(descendants(proc.pid))
             if reached is None and order.index(_current(stages)) >= order.index(target):
                 reached = time.monotonic()
             if reached is not None and time.monotonic() - reached >= fraction * self.durations.get(target, 1.0):
                 stage = _current(stages)
-                seen.update(_children(proc.pid))
+                seen.update(descendants(proc.pid))
                 os.kill(proc.pid, signum)
                 proc.wait(timeout=120)
                 self.report.kills[(stage, signal.Signals(signum).name)] += 1
@@ -238,7 +217,7 @@ class Chaos:
         proc = self._start(out)
         seen: set[int] = set()
         while proc.poll() is None:
-            seen.update(_children(proc.pid))
+            seen.update(descendants(proc.pid))
             time.sleep(0.05)
         if proc.returncode != 0:
             self.report.problems.append(f"the final rerun failed with {proc.returncode}: "

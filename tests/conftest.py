@@ -145,6 +145,14 @@ def child_pids(pid: int) -> list[int]:
     return found
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process under `pid`, children's children too: a test's own process tree, never the machine's."""
+    found = []
+    for child in child_pids(pid) if pid_is_running(pid) else []:
+        found += [child, *descendants(child)]
+    return found
+
+
 def pid_is_running(pid: int) -> bool:
     """The process exists and has not exited (a zombie has)."""
     try:

@@ -20,7 +20,7 @@ import pytest
 
 from smolconv.serve import free_port
 from smolconv.toolchain import LLAMA_CPP_SDIST, cache_root
-from tests.conftest import child_pids, pid_is_running
+from tests.conftest import descendants, pid_is_running
 
 # Every signal on build and smoke (the cheap ones); one or two on the others, which share the same path
 # (runner.Interrupted) and cost more per run: CI time is scarce.
@@ -32,13 +32,6 @@ def start_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
     # Its own session, so the signal goes to smolconv alone, as `kill` or a service manager sends it.
     return subprocess.Popen([sys.executable, "-m", "smolconv", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-
-
-def descendants(pid: int) -> list[int]:
-    found = []
-    for child in child_pids(pid) if pid_is_running(pid) else []:
-        found += [child, *descendants(child)]
-    return found
 
 
 def _cmdline(pid: int) -> str:
