@@ -109,11 +109,15 @@ def _whole_or_absent(out: Path) -> list[str]:
 
 
 def _consistent(out: Path) -> list[str]:
+    if not (out / "build.json").is_file():
+        return ["no build.json after the final run"]
     record = json.loads((out / "build.json").read_text())
     problems = []
     for name, entry in record.get("outputs", {}).items():
         path = out / name
-        if not path.is_file():
+        if "sha256" not in entry:
+            problems.append(f"build.json claims {name} but never recorded it")
+        elif not path.is_file():
             problems.append(f"build.json lists {name}, which is missing")
         elif path.stat().st_size != entry["size"] or _sha256(path) != entry["sha256"]:
             problems.append(f"build.json's sha256/size of {name} do not match the file")

@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from smolconv.errors import SmolconvError
@@ -57,15 +57,19 @@ def partial_path(final: Path) -> Path:
 
 
 @contextlib.contextmanager
-def staged_file(final: Path) -> Iterator[Path]:
+def staged_file(final: Path, before_rename: Callable[[], None] | None = None) -> Iterator[Path]:
     """Yield the hidden name to write `final` under; rename it into place only if the block succeeds.
 
     Whatever goes wrong inside the block (a tool failing, a check failing, Ctrl-C), the partial file is
-    removed and nothing appears under the final name.
+    removed and nothing appears under the final name. `before_rename` runs once the file is complete: a build
+    claims the name in build.json there, so a SIGKILL right after the rename leaves a file the next run knows
+    it wrote (and may replace) rather than one it must refuse as the user's.
     """
     tmp = partial_path(final)
     try:
         yield tmp
+        if before_rename:
+            before_rename()
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

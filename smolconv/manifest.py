@@ -88,6 +88,13 @@ class Manifest:
                 raise SmolconvError(f"{path} already exists and was not written by this build",
                                     "pass --force to replace it, or move it out of the way")
 
+    def claim(self, path: Path) -> None:
+        """Record `path` as this build's before it appears under its name (see fsutil.staged_file)."""
+        name = self.output_name(path)
+        if name not in self.data["outputs"]:
+            self.data["outputs"][name] = {"step": "claimed"}  # record_step fills in its sha256 and size
+            self.save()
+
     # -- steps -----------------------------------------------------------------------------------------
 
     def step_key(self, inputs: dict[str, str], params: dict) -> str:

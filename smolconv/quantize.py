@@ -261,7 +261,7 @@ def _quantize_one(manifest: Manifest, toolchain: Toolchain, source: Path, target
 
     progress(f"quantizing to {qtype}", None)
     started = time.monotonic()
-    with staged_file(target) as tmp:
+    with staged_file(target, lambda: manifest.claim(target)) as tmp:
         args = [toolchain.tool("llama-quantize")]
         if imatrix:
             args += ["--imatrix", imatrix]
@@ -291,7 +291,7 @@ def _compute_imatrix(manifest: Manifest, toolchain: Toolchain, model: Path, text
         return target
     progress("computing the importance matrix with llama-imatrix", None)
     started = time.monotonic()
-    with staged_file(target) as tmp:
+    with staged_file(target, lambda: manifest.claim(target)) as tmp:
         args = [toolchain.tool("llama-imatrix"), "-m", model, "-f", text, "-o", tmp, "--output-format", "gguf",
                 "-c", str(IMATRIX_CONTEXT), "--no-ppl"]
         if options.threads:
