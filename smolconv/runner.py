@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import queue
+import re
 import shlex
 import shutil
 import signal
@@ -31,6 +32,12 @@ _TAIL_LINES = 3
 
 # A full disk, a full quota, or a file size limit (RLIMIT_FSIZE): the same remedy.
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+# What a program prints when a write fails that way: the errno's text, or numpy's short write (tofile, which the
+# converter's GGUF writer uses, reports only the byte counts).
+_DISK_FULL_LINE = re.compile("|".join([*(re.escape(os.strerror(code)) for code in DISK_FULL),
+                                       r"\d+ requested and \d+ written"]))
 
 
 def disk_full(problem: str) -> SmolconvError:
@@ -337,7 +344,7 @@ def run_tool(
     result = ToolResult(tuple(argv), proc.returncode, "\n".join(lines))
     if check and proc.returncode != 0:
         said = " | ".join(tail) if tail else "no output"
-        if any(os.strerror(code) in line for line in lines[-50:] for code in DISK_FULL):
+        if any(_DISK_FULL_LINE.search(line) for line in lines[-50:]):
             raise disk_full(f"{what} failed: {_describe(argv)} could not write ({said})")
         raise ToolFailed(
             f"{what} failed: {_describe(argv)} exited with {proc.returncode} ({said})",
