@@ -17,7 +17,11 @@ def open_gguf(path: Path) -> GGUFReader:
         reader = GGUFReader(path)
     except FileNotFoundError:
         raise SmolconvError(f"{path} does not exist", fix) from None
-    except (ValueError, IndexError, OSError, KeyError) as exc:  # gguf-py raises these for a damaged header
+    except ValueError as exc:
+        if "reshape" in str(exc):  # gguf-py maps each tensor's data: a short file cannot fill the last ones
+            raise SmolconvError(f"{path} is truncated: its tensor data is cut short ({exc})", fix) from None
+        raise SmolconvError(f"{path} is not a readable GGUF file ({exc})", fix) from None
+    except (IndexError, OSError, KeyError) as exc:  # gguf-py raises these for a damaged header
         raise SmolconvError(f"{path} is not a readable GGUF file ({exc})", fix) from None
     if reader.tensors:
         end = max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
