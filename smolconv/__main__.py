@@ -1,3 +1,3 @@
-from smolconv.cli import app
+from smolconv.cli import run
 
-app(prog_name="smolconv")
+run()

@@ -40,6 +40,32 @@ def _fail(exc: SmolconvError) -> typer.Exit:
     return typer.Exit(exc.exit_code)
 
 
+def run() -> None:
+    """The `smolconv` program: the app, with Ctrl-C, SIGTERM and SIGHUP stopping any command in order.
+
+    A stop signal raises runner.Interrupted on the main thread; on its way here every `finally` has stopped its
+    child and removed its staged file. What is left is stopped here, then one line and exit 128 + the signal's
+    number (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP). `serve` catches it itself: an orderly stop, exit 0.
+    """
+    from smolconv.runner import DISK_FULL, Interrupted, disk_full, install_stop_handlers, stop_all_children
+
+    install_stop_handlers()
+    try:
+        app(prog_name="smolconv")
+    except OSError as exc:  # smolconv's own writes; its staged files were removed on the way here
+        if exc.errno not in DISK_FULL:
+            raise
+        stop_all_children()
+        where = f"writing {exc.filename}" if exc.filename else "writing"
+        error = disk_full(f"{where} failed ({exc.strerror})")
+        _fail(error)  # prints the one line
+        sys.exit(error.exit_code)
+    except Interrupted as stop:
+        stop_all_children()
+        err_console.print(f"stopped by {stop.name}: children stopped, partial files removed", highlight=False)
+        sys.exit(stop.exit_code)
+
+
 def _progress_bar():
     # No bar when stderr is not a terminal (CI logs, pipes): it would only leave blank lines there.
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
@@ -634,9 +660,7 @@ def serve(
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for llama-server.")] = None,
     llama_cpp: LlamaCppOption = None,
 ) -> None:
-    """Serve one variant with llama-server (text GGUF + projector, context from plan) until Ctrl-C."""
-    import signal
-
+    """Serve one variant with llama-server (text GGUF + projector, context from plan) until Ctrl-C or SIGTERM."""
     from smolconv.serve import ServeOptions
     from smolconv.serve import serve as serve_stage
     from smolconv.toolchain import find_toolchain
@@ -646,8 +670,6 @@ def serve(
                       "Ctrl-C stops it", highlight=False, soft_wrap=True)
         console.print(f"  OpenAI-compatible API: {server.url}/v1/chat/completions", highlight=False)
 
-    # `kill` (SIGTERM) stops the server in order too, like Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         settings = _plan_settings(vram, reserve, None, kv_type, num_ctx)
         options = ServeOptions(out, variant, host=host, port=port, num_ctx=num_ctx, settings=settings, threads=threads)

@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from smolconv.errors import SmolconvError
@@ -57,16 +57,35 @@ def partial_path(final: Path) -> Path:
 
 
 @contextlib.contextmanager
-def staged_file(final: Path) -> Iterator[Path]:
+def staged_file(final: Path, before_rename: Callable[[], None] | None = None) -> Iterator[Path]:
     """Yield the hidden name to write `final` under; rename it into place only if the block succeeds.
 
     Whatever goes wrong inside the block (a tool failing, a check failing, Ctrl-C), the partial file is
-    removed and nothing appears under the final name.
+    removed and nothing appears under the final name. `before_rename` runs once the file is complete: a build
+    claims the name in build.json there, so a SIGKILL right after the rename leaves a file the next run knows
+    it wrote (and may replace) rather than one it must refuse as the user's.
     """
     tmp = partial_path(final)
     try:
         yield tmp
+        if before_rename:
+            before_rename()
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, final)
+
+
+def remove_stale_partials(directory: Path) -> list[Path]:
+    """Remove staged files and directories a killed run left in `directory` (SIGKILL runs no cleanup).
+
+    Every staged name is hidden and ends in `.partial` (partial_path, staged_dir), so nothing else matches.
+    """
+    removed = []
+    for path in sorted(directory.rglob(".*.partial")) if directory.is_dir() else []:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed

@@ -129,24 +129,25 @@ def read_gguf_header(path: Path, arrays: tuple[str, ...] = ()) -> GGUFHeader:
 
 @functools.lru_cache(maxsize=32)
 def _read_header(path: Path, size: int, mtime_ns: int, arrays: tuple[str, ...]) -> GGUFHeader:
-    fix = "rebuild it with `smolconv convert` / `smolconv quantize` (or download it again)"
+    fix = "rebuild it: rerun `smolconv build` (or convert/quantize) with --force"
     try:
         with open(path, "rb") as handle:
             if size < 24:
-                raise SmolconvError(f"{path} is not a GGUF file ({size} bytes)", fix)
+                raise SmolconvError(f"{path} is not a readable GGUF file (only {size} bytes)", fix)
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
                 return _parse(path, buffer, size, arrays, fix)
     except FileNotFoundError:
         raise SmolconvError(f"{path} does not exist", "pass a .gguf file that `smolconv build` wrote") from None
     except (struct.error, ValueError, KeyError, OverflowError) as exc:
-        raise SmolconvError(f"{path}: its GGUF header is cut short or corrupt ({exc})", fix) from None
+        raise SmolconvError(f"{path} is not a readable GGUF file (its header is cut short or corrupt: {exc})",
+                            fix) from None
 
 
 def _parse(path: Path, buffer, size: int, arrays: tuple[str, ...], fix: str) -> GGUFHeader:
     magic = struct.unpack_from("<I", buffer, 0)[0]
     if magic != GGUF_MAGIC:
-        raise SmolconvError(f"{path} is not a GGUF file (its first bytes are {bytes(buffer[:4])!r}, not b'GGUF')",
-                            fix)
+        raise SmolconvError(f"{path} is not a readable GGUF file (wrong magic: its first bytes are "
+                            f"{bytes(buffer[:4])!r}, not b'GGUF')", fix)
     order = "<"
     version = struct.unpack_from("<I", buffer, 4)[0]
     if version & 0xFFFF == 0:  # written on a big-endian machine
@@ -168,5 +169,5 @@ def _parse(path: Path, buffer, size: int, arrays: tuple[str, ...], fix: str) -> 
     header.data_offset = -(-cursor.at // alignment) * alignment
     end = max((header.data_offset + t.offset + t.n_bytes for t in header.tensors), default=header.data_offset)
     if end > size:
-        raise SmolconvError(f"{path} is cut short: its tensors need {end:,} bytes, the file has {size:,}", fix)
+        raise SmolconvError(f"{path} is truncated: its tensor data ends at byte {end}, the file at {size}", fix)
     return header

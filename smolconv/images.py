@@ -61,10 +61,13 @@ def load_image(path: str | Path) -> ImageFile:
             image.load()  # decode every byte: catches truncated and corrupt files that open() accepts
     except SmolconvError:
         raise
+    except Image.DecompressionBombError as exc:  # Pillow refuses it in open(), before our own size check
+        raise SmolconvError(f"image {path} is over {MAX_PIXELS // 1_000_000} megapixels, a decompression bomb ({exc})",
+                            "scale it down first; the model sees at most a few megapixels anyway") from None
     except UnidentifiedImageError:
         raise SmolconvError(f"image {path} is not an image file Pillow can read",
                             "pass a JPEG, PNG or WebP file") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, SyntaxError, ValueError) as exc:
         raise SmolconvError(f"image {path} is corrupt or truncated ({exc})", "re-export or re-download it") from None
     if fmt not in FORMATS:
         raise SmolconvError(f"image {path} is {fmt}, which Ollama does not accept",

@@ -31,8 +31,16 @@ class Manifest:
         path = Path(out_dir) / MANIFEST
         try:
             data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except FileNotFoundError:
             data = {}
+        except OSError as exc:
+            raise SmolconvError(f"cannot read {path} ({exc.strerror})", "check its permissions") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            # Starting over silently would disown every file it lists (and refuse them without --force).
+            raise SmolconvError(f"{path} is not valid JSON ({exc})",
+                                "undo the hand edit, or delete it and rebuild with --force") from None
+        if not isinstance(data, dict):
+            raise SmolconvError(f"{path} is not a JSON object", "delete it and rebuild with --force")
         data.setdefault("steps", {})
         data.setdefault("outputs", {})
         data.setdefault("hash_cache", {})
@@ -43,7 +51,7 @@ class Manifest:
         order = ("smolconv", "llama_cpp", "source", "steps", "outputs", "hash_cache")
         data = {k: self.data[k] for k in order if k in self.data}
         data.update({k: v for k, v in self.data.items() if k not in data})
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")  # a staged name
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         os.replace(tmp, self.path)
 
@@ -102,6 +110,13 @@ class Manifest:
                 raise SmolconvError(f"{path} already exists and was not written by this build",
                                     "pass --force to replace it, or move it out of the way")
 
+    def claim(self, path: Path) -> None:
+        """Record `path` as this build's before it appears under its name (see fsutil.staged_file)."""
+        name = self.output_name(path)
+        if name not in self.data["outputs"]:
+            self.data["outputs"][name] = {"step": "claimed"}  # record_step fills in its sha256 and size
+            self.save()
+
     # -- steps -----------------------------------------------------------------------------------------
 
     def step_key(self, inputs: dict[str, str], params: dict) -> str:
@@ -115,9 +130,9 @@ class Manifest:
         for name in record.get("outputs", []):
             output = self.data["outputs"].get(name)
             path = self.path.parent / name  # outputs are named by their path inside the build directory
-            if not output or not path.is_file() or path.stat().st_size != output["size"]:
+            if not output or not path.is_file() or path.stat().st_size != output.get("size"):
                 return False
-            if self.sha256(path) != output["sha256"]:
+            if self.sha256(path) != output.get("sha256"):
                 return False
         return True
 

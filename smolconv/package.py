@@ -370,7 +370,7 @@ def _write_owned(manifest: Manifest, target: Path, text: str, force: bool) -> No
     manifest.refuse_foreign([target], force=force)
     if target.exists() and target.read_text() == text:
         return
-    with staged_file(target) as partial:
+    with staged_file(target, lambda: manifest.claim(target)) as partial:
         partial.write_text(text)
     manifest.data["outputs"][target.name] = {"sha256": manifest.sha256(target), "size": target.stat().st_size,
                                              "step": "package"}

@@ -19,6 +19,7 @@ from smolconv.adapter import AdapterSetup, check_adapter_against, load_adapter
 from smolconv.checkpoint import inspect_checkpoint
 from smolconv.convert import ConvertOptions, ConvertResult, convert, convert_adapter
 from smolconv.errors import SmolconvError
+from smolconv.fsutil import remove_stale_partials
 from smolconv.manifest import Manifest
 from smolconv.package import PackageOptions, PackageResult, package
 from smolconv.plan import PlanSettings
@@ -145,6 +146,7 @@ def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no
         check_adapter_against(adapter, source, force=options.force)
     default_name = adapter.info.name if adapter else source.name
     out_dir = Path(options.out_dir) if options.out_dir else Path("out") / default_name
+    remove_stale_partials(out_dir)  # what a killed earlier build was writing: this build writes it again
     with _timed(stages, "convert"):
         converted = convert_source(source, out_dir, options.outtype, toolchain, progress, force=options.force,
                                    adapter=adapter)

@@ -204,6 +204,7 @@ def quantize(options: QuantizeOptions, toolchain: Toolchain, progress: ProgressF
     for name in (model_name, mmproj_name):
         if not (out_dir / name).is_file():
             raise SmolconvError(f"{out_dir / name} is missing", "run `smolconv convert` again")
+        read_gguf_header(out_dir / name)  # a damaged file is named here, not in llama-quantize's log
     types = check_request(options, toolchain)
     result = QuantizeResult()
     imatrix = Path(options.imatrix) if options.imatrix else None
@@ -260,7 +261,7 @@ def _quantize_one(manifest: Manifest, toolchain: Toolchain, source: Path, target
 
     progress(f"quantizing to {qtype}", None)
     started = time.monotonic()
-    with staged_file(target) as tmp:
+    with staged_file(target, lambda: manifest.claim(target)) as tmp:
         args = [toolchain.tool("llama-quantize")]
         if imatrix:
             args += ["--imatrix", imatrix]
@@ -290,7 +291,7 @@ def _compute_imatrix(manifest: Manifest, toolchain: Toolchain, model: Path, text
         return target
     progress("computing the importance matrix with llama-imatrix", None)
     started = time.monotonic()
-    with staged_file(target) as tmp:
+    with staged_file(target, lambda: manifest.claim(target)) as tmp:
         args = [toolchain.tool("llama-imatrix"), "-m", model, "-f", text, "-o", tmp, "--output-format", "gguf",
                 "-c", str(IMATRIX_CONTEXT), "--no-ppl"]
         if options.threads:

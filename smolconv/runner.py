@@ -8,20 +8,41 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
+import errno
 import os
+import queue
+import re
 import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from smolconv.errors import ToolFailed
+from smolconv.errors import SmolconvError, ToolFailed
 
 # Variables that would make llama.cpp's converter import a different gguf-py than the one in its own tree.
 _ENV_DROPPED = ("NO_LOCAL_GGUF",)
 _TAIL_LINES = 3
+
+
+# A full disk, a full quota, or a file size limit (RLIMIT_FSIZE): the same remedy.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+# What a program prints when a write fails that way: the errno's text, or numpy's short write (tofile, which the
+# converter's GGUF writer uses, reports only the byte counts).
+_DISK_FULL_LINE = re.compile("|".join([*(re.escape(os.strerror(code)) for code in DISK_FULL),
+                                       r"\d+ requested and \d+ written"]))
+
+
+def disk_full(problem: str) -> SmolconvError:
+    return SmolconvError(f"{problem}: the disk is full or a file size limit was reached",
+                         "free space on the output disk (or raise the limit), or choose another --out")
 
 
 @dataclass(frozen=True)
@@ -31,50 +52,187 @@ class ToolResult:
     output: str  # stdout and stderr, interleaved as the program wrote them
 
 
-# Children that are running now. On the way out (normal exit, an error, Ctrl-C or SIGTERM turned into
-# KeyboardInterrupt) smolconv stops whatever is left, so no llama-server outlives it and holds the GPU.
-_running: set[subprocess.Popen] = set()
+# Children that are running now. On the way out (normal exit, an error, or a stop signal turned into
+# Interrupted) smolconv stops whatever is left, so no llama-server outlives it and holds the GPU.
+_running: dict[subprocess.Popen, None] = {}  # in start order
 _running_lock = threading.Lock()
-_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+# The signals that stop smolconv in order: Ctrl-C, `kill`/CI runners/systemd/container stops, a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(BaseException):
+    """A stop signal, raised on the main thread where the signal arrived.
+
+    A BaseException like KeyboardInterrupt, so `except Exception` never swallows it and every `finally`,
+    `staged_file` and `ServerProcess` on the way out runs; not a KeyboardInterrupt, so click does not turn it
+    into its own "Aborted!" with exit 1 and the CLI can exit with the conventional 128 + signal number.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+_stopping = threading.Event()
+
+
+def _raise_interrupted(signum: int, _frame) -> None:
+    # Only the first signal raises: a second Ctrl-C or SIGTERM while the first one's cleanup runs (removing a
+    # partial file, stopping llama-server) must not cut that cleanup short.
+    if _stopping.is_set():
+        return
+    _stopping.set()
+    raise Interrupted(signum)
+
+
+def install_stop_handlers() -> None:
+    """Make SIGINT, SIGTERM and SIGHUP raise Interrupted on the main thread (the CLI calls this once)."""
+    _stopping.clear()
+    for signum in STOP_SIGNALS:
+        if signum == signal.SIGINT or signal.getsignal(signum) != signal.SIG_IGN:  # keep `nohup`'s SIGHUP ignore
+            signal.signal(signum, _raise_interrupted)
+
+
+def stop_all_children() -> None:
+    """Stop every child still running, the newest first (a server before what it was started for)."""
+    with _running_lock:
+        leftovers = list(reversed(_running))
+    for proc in leftovers:
+        _stop(proc)
 
 
 def _forget(proc: subprocess.Popen) -> None:
     with _running_lock:
-        _running.discard(proc)
+        _running.pop(proc, None)
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    """Signal the child and whatever it started (cmake's make and compilers): each child leads its own group.
+
+    Only while the child is unreaped, so its id cannot have been reused for another group.
+    """
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    _signal_group(proc, signal.SIGKILL)
+    proc.wait()
 
 
 def _stop(proc: subprocess.Popen, grace: float = 10) -> int:
     """SIGTERM (llama-server finishes the request in flight and frees the model), then SIGKILL after `grace`."""
     if proc.poll() is None:
-        proc.terminate()
+        _signal_group(proc, signal.SIGTERM)
         try:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            _kill(proc)
     _forget(proc)
     return proc.returncode
 
 
-@atexit.register
-def _stop_leftover_children() -> None:
-    with _running_lock:
-        leftovers = list(_running)
-    for proc in leftovers:
-        _stop(proc)
+atexit.register(stop_all_children)
+
+
+# No orphans, SIGKILL included. Cleanup code cannot run when smolconv is killed with SIGKILL, so each child is
+# tied to smolconv by the kernel: it execs through a small launcher that sets PR_SET_PDEATHSIG(SIGKILL) and then
+# execs the real program (the setting survives exec), so the child dies when smolconv does, however it dies.
+#  - Linux sends the parent-death signal when the *thread* that forked the child exits, not the process. So
+#    every child is forked by one spawner thread that lives until the process ends (it only waits on a queue),
+#    whichever thread asked for the child; a child started for a worker thread does not die with that worker.
+#  - The launcher is a separate exec (`python -I -S -c`, ~20 ms) instead of subprocess's preexec_fn, which is
+#    documented unsafe in a process with threads (smolconv always has some: output readers, timers).
+#  - If smolconv died between the fork and the prctl, the launcher sees its parent changed and does not exec.
+_LAUNCHER = (
+    "import ctypes,os,sys\n"
+    "if ctypes.CDLL(None,use_errno=True).prctl(1,9,0,0,0)!=0 or os.getppid()!=int(sys.argv[1]):os._exit(126)\n"
+    "try:os.execv(sys.argv[2],sys.argv[3:])\n"
+    "except OSError as e:sys.stderr.write(f'{sys.argv[2]}: {e.strerror}\\n');os._exit(127)\n"
+)
+_TIE_TO_PARENT = sys.platform.startswith("linux")
+
+
+class _Spawner:
+    """The one long-lived thread that forks every child (see above)."""
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _serve(self) -> None:
+        while True:
+            argv, popen_args, reply = self._requests.get()
+            try:
+                proc = subprocess.Popen(argv, **popen_args)
+            except BaseException as exc:  # handed to the caller, who raises it
+                reply.put((None, exc))
+                continue
+            with _running_lock:
+                _running[proc] = None  # recorded before the caller can be interrupted: never a lost handle
+            reply.put((proc, None))
+
+    def popen(self, argv: list[str], popen_args: dict) -> subprocess.Popen:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="smolconv-spawner", daemon=True)
+                self._thread.start()
+        reply: queue.SimpleQueue = queue.SimpleQueue()
+        self._requests.put((argv, popen_args, reply))
+        proc, exc = reply.get()
+        if exc is not None:
+            raise exc
+        return proc
+
+
+_spawner = _Spawner()
+
+
+def _resolve(argv: Sequence[str], popen_args: Mapping) -> str:
+    """The program's path, found as exec would find it, so a missing program is still FileNotFoundError."""
+    program = argv[0]
+    env = popen_args.get("env") or os.environ
+    if os.sep not in program:
+        found = shutil.which(program, path=env.get("PATH", os.defpath))
+        if found is None:
+            raise FileNotFoundError(2, "No such file or directory", program)
+        return found
+    path = Path(popen_args.get("cwd") or ".", program) if not os.path.isabs(program) else Path(program)
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file or directory", program)
+    if not os.access(path, os.X_OK) or path.is_dir():
+        raise PermissionError(13, "Permission denied", program)
+    return str(path.absolute())
+
+
+def _tied(argv: Sequence[str], popen_args: Mapping) -> list[str]:
+    if not _TIE_TO_PARENT:
+        return list(argv)
+    return [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(os.getpid()), _resolve(argv, popen_args), *argv]
 
 
 def _start(argv: Sequence[str], **popen_args) -> subprocess.Popen:
-    """subprocess.Popen, with Ctrl-C and SIGTERM held until the child is recorded in `_running`.
+    """subprocess.Popen through the spawner, tied to smolconv's life, with stop signals held until it is recorded.
 
-    A KeyboardInterrupt raised inside Popen (after the fork, before it returns) would lose the only handle
-    on a child that is already running. Python handlers can only be swapped on the main thread; elsewhere
-    the signal is not ours to hold, and Popen runs as is.
+    An Interrupted raised while the child is being started would lose the caller's handle on it; the child is
+    in `_running` either way (stop_all_children stops it), and holding the signals lets the caller's own
+    cleanup (run_tool, ServerProcess) see it too. Python handlers can only be swapped on the main thread;
+    elsewhere the signal is not ours to hold.
     """
     held: list[int] = []
     replaced = {}
     if threading.current_thread() is threading.main_thread():
-        for signum in _INTERRUPTS:
+        for signum in STOP_SIGNALS:
             handler = signal.getsignal(signum)
             if callable(handler):  # a Python handler; SIG_DFL and SIG_IGN need no holding
                 replaced[signum] = handler
@@ -84,20 +242,20 @@ def _start(argv: Sequence[str], **popen_args) -> subprocess.Popen:
         for signum, handler in replaced.items():
             signal.signal(signum, handler)
         if held:
-            replaced[held[0]](held[0], None)  # raises KeyboardInterrupt as the signal would have
+            replaced[held[0]](held[0], None)  # raises as the signal would have
 
+    # Its own process group: a terminal's Ctrl-C reaches smolconv alone, which stops the child (and what the
+    # child started) in order, instead of all of them receiving SIGINT at once.
+    popen_args["start_new_session"] = True
     try:
-        proc = subprocess.Popen(argv, **popen_args)
+        proc = _spawner.popen(_tied(argv, popen_args), popen_args)
     except BaseException:
         deliver_held()  # an interrupt outranks the failure to start
         raise
-    with _running_lock:
-        _running.add(proc)
     try:
         deliver_held()
     except BaseException:
-        proc.kill()
-        proc.wait()
+        _kill(proc)
         _forget(proc)
         raise
     return proc
@@ -156,7 +314,7 @@ def run_tool(
 
     def on_timeout() -> None:
         timed_out.set()
-        proc.kill()
+        _signal_group(proc, signal.SIGKILL)
 
     timer = threading.Timer(timeout, on_timeout) if timeout else None
     if timer:
@@ -173,9 +331,8 @@ def run_tool(
                 on_line(line)
         proc.wait()
     except BaseException:
-        # Ctrl-C or an error in on_line: never leave the child running behind us.
-        proc.kill()
-        proc.wait()
+        # A stop signal or an error in on_line: never leave the child running behind us.
+        _kill(proc)
         raise
     finally:
         if timer:
@@ -187,6 +344,8 @@ def run_tool(
     result = ToolResult(tuple(argv), proc.returncode, "\n".join(lines))
     if check and proc.returncode != 0:
         said = " | ".join(tail) if tail else "no output"
+        if any(_DISK_FULL_LINE.search(line) for line in lines[-50:]):
+            raise disk_full(f"{what} failed: {_describe(argv)} could not write ({said})")
         raise ToolFailed(
             f"{what} failed: {_describe(argv)} exited with {proc.returncode} ({said})",
             fix,
@@ -252,9 +411,6 @@ class ServerProcess:
             self.process = _start(
                 self.args, env=tool_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1,
-                # Its own process group: Ctrl-C in a terminal reaches smolconv, which then stops the server
-                # in order, instead of both receiving SIGINT at once.
-                start_new_session=True,
             )
         except FileNotFoundError:
             raise ToolFailed(f"{what} failed: program {self.args[0]} not found", fix) from None

@@ -19,7 +19,7 @@ import httpx
 
 from smolconv.errors import SmolconvError
 from smolconv.plan import PlanSettings, Variant, build_variants, plan_variant
-from smolconv.runner import ServerProcess, command_line
+from smolconv.runner import Interrupted, ServerProcess, command_line
 from smolconv.toolchain import Toolchain
 
 DEFAULT_PORT = 8080
@@ -149,7 +149,7 @@ def serve(options: ServeOptions, toolchain: Toolchain, on_ready=lambda server: N
         on_ready(server)
         while server.process.running():
             time.sleep(0.5)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         if server is not None:
             server.stop()
         return 0

@@ -263,6 +263,12 @@ def find_toolchain(llama_cpp: str | os.PathLike | None = None, backend: str | No
         found = installed_toolchain(name)
         if found:
             return found
+    for name in backends:
+        final = install_dir(name)
+        missing = [t for t in TOOLS if not (final / "bin" / t).is_file()]
+        if (final / MARKER).is_file() and missing:
+            raise SmolconvError(f"the llama.cpp toolchain in {final} is missing {', '.join(missing)} "
+                                "(deleted after setup?)", "run `smolconv setup --rebuild`")
     raise SmolconvError(
         "no llama.cpp toolchain is installed",
         "run `smolconv setup` (add --cuda for a GPU build) or pass --llama-cpp DIR with your own build",

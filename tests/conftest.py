@@ -43,6 +43,19 @@ def build_256m_q4_q8(toolchain, fixture_256m, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def build_tiny_q4(toolchain, fixture_tiny, tmp_path_factory) -> Path:
+    """A build of the tiny fixture, Q4_K_M only, no verify or smoke: the cheapest real build (read-only users).
+
+    Made the way scripts/chaos.py builds, so the chaos test can compare its reruns with it byte for byte.
+    """
+    out = tmp_path_factory.mktemp("build-tiny-q4") / "tiny"
+    result = run_cli("build", str(fixture_tiny), "--out", str(out), "--preset", "general", "--type", "Q4_K_M",
+                     "--no-verify", "--no-smoke")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the installed CLI as a user would, in a subprocess."""
     return subprocess.run([sys.executable, "-m", "smolconv", *args], capture_output=True, text=True,
@@ -129,6 +142,14 @@ def child_pids(pid: int) -> list[int]:
                 found += [int(child) for child in listing.read().split()]
         except FileNotFoundError:
             pass  # the thread ended while we looked
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under `pid`, children's children too: a test's own process tree, never the machine's."""
+    found = []
+    for child in child_pids(pid) if pid_is_running(pid) else []:
+        found += [child, *descendants(child)]
     return found
 
 

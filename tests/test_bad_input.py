@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -100,3 +101,139 @@ def test_unknown_quant_type(toolchain, checkpoint, tmp_path):
 def test_iq_type_without_imatrix(toolchain, checkpoint, tmp_path):
     result = run_cli("build", str(checkpoint), "--out", str(tmp_path / "out"), "--type", "iq2_xxs")
     assert_one_line_error(result, "IQ2_XXS need an importance matrix", "--imatrix")
+
+
+# --------------------------------------------------------------------------------------------------
+# Images, damaged GGUFs, a broken build.json, a full disk, a toolchain with deleted binaries, odd paths
+
+
+def _refused(call, *needles: str) -> None:
+    """A stage function refused with a one-line SmolconvError (exit 2) holding every needle."""
+    from smolconv.errors import SmolconvError
+
+    with pytest.raises(SmolconvError) as info:
+        call()
+    line = info.value.one_line()
+    assert info.value.exit_code == 2 and "\n" not in line
+    for needle in needles:
+        assert needle in line, line
+
+
+def test_decompression_bomb_image(tmp_path):
+    from PIL import Image
+
+    from smolconv.images import load_image
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)  # 400 megapixels in a few kB: refused before decoding
+    assert bomb.stat().st_size < 1_000_000
+    _refused(lambda: load_image(bomb), "megapixels, a decompression bomb", "scale it down")
+
+
+def test_empty_image_file(tmp_path):
+    from smolconv.images import load_image
+
+    (tmp_path / "empty.png").write_bytes(b"")
+    _refused(lambda: load_image(tmp_path / "empty.png"), "is empty", "JPEG, PNG or WebP")
+
+
+def test_text_file_as_image(tmp_path):
+    from smolconv.images import load_image
+
+    (tmp_path / "notes.jpg").write_text("not a picture")
+    _refused(lambda: load_image(tmp_path / "notes.jpg"), "not an image file", "JPEG, PNG or WebP")
+
+
+@pytest.fixture
+def build_copy(build_tiny_q4, tmp_path) -> Path:
+    """The shared build, hard-linked (instant); replace a file by unlinking it first, never write through a link."""
+    copy = tmp_path / "build"
+    shutil.copytree(build_tiny_q4, copy, copy_function=os.link)
+    return copy
+
+
+def _damage(path: Path, *, magic: bool = False) -> None:
+    data = path.read_bytes()
+    path.unlink()
+    path.write_bytes(b"XXXX" + data[4:] if magic else data[:-1000])
+
+
+def test_quantize_gguf_with_wrong_magic(toolchain, build_copy):
+    f16 = next(build_copy.glob("*-F16.gguf"))
+    _damage(f16, magic=True)
+    before = _files(build_copy)
+    result = run_cli("quantize", str(build_copy), "--type", "Q5_K_M")
+    assert_one_line_error(result, f16.name, "not a readable GGUF file", "magic", "--force")
+    assert _files(build_copy) == before
+
+
+def test_plan_gguf_with_truncated_tensor_data(build_copy):
+    q4 = next(build_copy.glob("*-Q4_K_M.gguf"))
+    _damage(q4)
+    result = run_cli("plan", str(build_copy))
+    assert_one_line_error(result, q4.name, "is truncated", "tensor data", "--force")
+
+
+def test_serve_gguf_with_truncated_tensor_data(toolchain, build_copy):
+    q4 = next(build_copy.glob("*-Q4_K_M.gguf"))
+    _damage(q4)
+    result = run_cli("serve", str(build_copy), "--type", "Q4_K_M", "--port", "1")
+    assert_one_line_error(result, q4.name, "is truncated")
+
+
+def test_build_json_edited_into_invalid_json(toolchain, build_copy):
+    record = build_copy / "build.json"
+    text = record.read_text()
+    record.unlink()
+    record.write_text(text.replace('"outputs": {', '"outputs": {,', 1))
+    result = run_cli("package", str(build_copy))
+    assert_one_line_error(result, "build.json is not valid JSON", "line", "undo the hand edit")
+    assert record.read_text().count('"outputs": {,') == 1  # left as the user left it
+
+
+def test_toolchain_binaries_deleted_after_setup(toolchain, build_copy, tmp_path):
+    """A copy of the installed toolchain (links to its binaries) in a cache of its own, one binary removed."""
+    from smolconv.toolchain import MARKER
+
+    cache = tmp_path / "cache"
+    install = cache / "smolconv" / "llama.cpp" / toolchain.bin_dir.parent.name
+    (install / "bin").mkdir(parents=True)
+    shutil.copy(toolchain.bin_dir.parent / MARKER, install / MARKER)
+    (install / "src").symlink_to(toolchain.root)
+    for tool in toolchain.bin_dir.iterdir():
+        if tool.name != "llama-quantize":
+            (install / "bin" / tool.name).symlink_to(tool)
+    env = {k: v for k, v in os.environ.items() if k != "SMOLCONV_LLAMA_CPP"} | {"XDG_CACHE_HOME": str(cache)}
+    result = run_cli("quantize", str(build_copy), "--type", "Q5_K_M", env=env)
+    assert_one_line_error(result, "missing llama-quantize", "deleted after setup", "smolconv setup --rebuild")
+
+
+def test_output_on_a_full_disk(toolchain, checkpoint, tmp_path):
+    """A file size limit (RLIMIT_FSIZE, inherited by the converter) stands in for a full disk: writes fail EFBIG."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the writer instead of failing it
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
+
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "smolconv", "convert", str(checkpoint), "--out", str(out)],
+                            capture_output=True, text=True, timeout=600, preexec_fn=limit_file_size)
+    assert_one_line_error(result, "disk is full or a file size limit was reached", "free space")
+    assert not list(out.glob("*.gguf")) and not list(out.glob(".*.partial"))
+
+
+def test_checkpoint_path_with_spaces_and_non_ascii(toolchain, checkpoint, tmp_path):
+    odd = tmp_path / "my checkpoints" / "SmolVLM2 ünïcødé 模型"
+    odd.parent.mkdir()
+    checkpoint.rename(odd)
+    out = tmp_path / "out dir ✓"
+    result = run_cli("convert", str(odd), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    import gguf
+
+    (text,) = [p for p in out.glob("*.gguf") if not p.name.startswith("mmproj")]
+    assert gguf.GGUFReader(text).tensors
