@@ -29,8 +29,8 @@ from smolconv.onnx.export import GRAPHS, SIDE_FILES, graph_file
 from smolconv.onnx.quantize import DEFAULT_VARIANTS
 
 EXPORT = ("import sys; from pathlib import Path; from smolconv.onnx.export import load_model, export_graph, "
-          "graph_file; export_graph(load_model(Path(sys.argv[1])), sys.argv[2], graph_file(Path(sys.argv[3]), "
-          "sys.argv[2]))")
+          "graph_file; export_graph(load_model(Path(sys.argv[1]), (sys.argv[2],)), sys.argv[2], "
+          "graph_file(Path(sys.argv[3]), sys.argv[2]))")
 VARIANT = ("import sys; from pathlib import Path; from smolconv.onnx.export import graph_file; "
            "from smolconv.onnx.quantize import make_variant; out = Path(sys.argv[3]); "
            "make_variant(sys.argv[1], graph_file(out, sys.argv[2]), graph_file(out, sys.argv[2], sys.argv[1]))")
@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-gguf", action="store_true", help="Skip the llama-server comparison.")
+    parser.add_argument("--decode-only", action="store_true",
+                        help="Skip the export: decode with the _q4 graphs already in WORK/onnx-folder.")
     parser.add_argument("--keep", action="store_true",
                         help="Keep every graph (default: delete each variant but _q4 once measured, and the fp32 "
                              "graphs once the variants are made; 2.2b then needs about 25 GB of disk, not 40).")
@@ -78,6 +80,12 @@ def main() -> None:
     checkpoint, out = work / f"smolvlm2-{args.shape}", work / "onnx-folder"
     if not (checkpoint / "config.json").is_file():
         subprocess.run(smolconv("synth", "--shape", args.shape, "--out", str(checkpoint)), check=True)
+    if not args.decode_only:
+        export_rows(args, checkpoint, out)
+    decode(args, checkpoint, out, work)
+
+
+def export_rows(args, checkpoint: Path, out: Path) -> None:
     shutil.rmtree(out, ignore_errors=True)
     (out / "onnx").mkdir(parents=True)
     for name in SIDE_FILES:
@@ -111,6 +119,9 @@ def main() -> None:
         print(f"{graph:<24}{variant:<11}{result['seconds']:>9.1f}{peak:>10.0f}{peak * 2**20 / fp32_bytes:>8.2f}"
               f"{nbytes / 2**20:>10.1f}")
 
+
+
+def decode(args, checkpoint: Path, out: Path, work: Path) -> None:
     model, ids = onnx_decoder(out)
     onnx_rate(model, ids, 8)  # warm-up
     if args.no_gguf:

@@ -145,7 +145,6 @@ def _export_params(graph: str) -> dict:
 
 
 def _export_graphs(checkpoint: Path, out_dir: Path, manifest, inputs: dict, force: bool, result, progress) -> None:
-    model = None
     for n, graph in enumerate(GRAPHS):
         target = graph_file(out_dir, graph)
         targets = [target, *([_data_file(target)] if _data_file(target).exists() else [])]
@@ -155,13 +154,12 @@ def _export_graphs(checkpoint: Path, out_dir: Path, manifest, inputs: dict, forc
         if manifest.up_to_date(f"onnx:export:{graph}", key, targets, force=force):
             result.reused.append(graph)
             continue
-        if model is None:
-            progress("loading the checkpoint (float32)", None)
-            model = load_model(checkpoint, GRAPHS[n:])
-        release_unneeded(model, GRAPHS[n:])
         progress(f"exporting {graph}", n / len(GRAPHS))
         t0 = time.monotonic()
+        # One graph's weights at a time: a fresh model per graph, holding only what that graph uses.
+        model = load_model(checkpoint, (graph,))
         written = _staged(target, lambda tmp, graph=graph, model=model: export_graph(model, graph, tmp))
+        del model
         manifest.record_step(f"onnx:export:{graph}", key, params, inputs, written, time.monotonic() - t0)
         manifest.save()
         result.written.append(graph)
@@ -210,7 +208,7 @@ def _staged(target: Path, write) -> list[Path]:
 # torch → ONNX
 
 
-def load_model(checkpoint: Path, graphs: tuple[str, ...] = GRAPHS):
+def load_model(checkpoint: Path, graphs: tuple[str, ...]):
     """The checkpoint as a float32 transformers model, with weights only in the parts that `graphs` use.
 
     The model is built on the meta device and each needed tensor is read from the safetensors files and
