@@ -1,12 +1,14 @@
 """Benchmark: export-onnx on a fixture shape (default 2.2b), and the _q4 decoder's speed beside llama-server's Q4_K_M.
 
-Usage: python scripts/bench_onnx.py [--shape 2.2b] [--work DIR] [--tokens 64] [--runs 3] [--no-gguf]
-Needs about 40 GB of free disk and 24 GB of memory for the 2.2b shape. Each graph's export and each variant of
-each graph runs in a fresh process (smolconv.onnx.export.export_graph / quantize.make_variant, the functions
-`smolconv export-onnx` calls), so every line has its own wall time and peak RSS; the goal is a peak RSS of at
-most twice the fp32 graphs' size. Then the `_q4` graphs decode --tokens tokens (end of text ignored, greedy) in
-smolconv's onnxruntime runner, and the Q4_K_M GGUF of the same checkpoint (`smolconv build`) decodes the same
-count in llama-server started by hand; both on this machine's CPU, with their default thread counts.
+Usage: python scripts/bench_onnx.py [--shape 2.2b] [--work DIR] [--tokens 64] [--runs 3] [--no-gguf] [--keep]
+Needs about 25 GB of free disk (40 GB with --keep) and 12 GB of memory for the 2.2b shape. Each graph's export
+and each variant of each graph runs in a fresh process (smolconv.onnx.export.export_graph /
+quantize.make_variant, the functions `smolconv export-onnx` calls), so every line has its own wall time and peak
+RSS; the goal is a peak RSS of at most twice the fp32 graphs' size. Then the `_q4` graphs decode --tokens
+tokens (end of text ignored, greedy) in smolconv's onnxruntime runner, and the Q4_K_M GGUF of the same checkpoint
+(`smolconv build`) decodes the same count in llama-server started by hand; both on this machine's CPU, with
+their default thread counts, in pairs (one run of each in turn) so that other load on the machine falls on both
+alike.
 """
 
 from __future__ import annotations
@@ -20,16 +22,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_serve import PROMPT
-from bench_serve import measure as measure_server
+from bench_serve import PROMPT, complete, serving
 from benchlib import measure, smolconv
 
 from smolconv.onnx.export import GRAPHS, SIDE_FILES, graph_file
-from smolconv.onnx.quantize import VARIANTS
+from smolconv.onnx.quantize import DEFAULT_VARIANTS
 
 EXPORT = ("import sys; from pathlib import Path; from smolconv.onnx.export import load_model, export_graph, "
-          "graph_file; export_graph(load_model(Path(sys.argv[1])), sys.argv[2], graph_file(Path(sys.argv[3]), "
-          "sys.argv[2]))")
+          "graph_file; export_graph(load_model(Path(sys.argv[1]), (sys.argv[2],)), sys.argv[2], "
+          "graph_file(Path(sys.argv[3]), sys.argv[2]))")
 VARIANT = ("import sys; from pathlib import Path; from smolconv.onnx.export import graph_file; "
            "from smolconv.onnx.quantize import make_variant; out = Path(sys.argv[3]); "
            "make_variant(sys.argv[1], graph_file(out, sys.argv[2]), graph_file(out, sys.argv[2], sys.argv[1]))")
@@ -39,19 +40,27 @@ def size(path: Path) -> int:
     return sum(p.stat().st_size for p in (path, path.with_name(path.name + "_data")) if p.exists())
 
 
-def onnx_decode(folder: Path, tokens: int, runs: int) -> list[float]:
-    from smolconv.onnx.runtime import Generation, OnnxVLM
+def onnx_decoder(folder: Path):
+    """The `_q4` graphs in smolconv's runner, and the prompt's ids; end of text is ignored (fixture weights), as
+    llama-server's ignore_eos does."""
+    from smolconv.onnx.runtime import OnnxVLM
 
     model = OnnxVLM(folder, "q4")
-    model.eos_ids = set()  # fixture weights: decode exactly `tokens`, as llama-server's ignore_eos does
-    ids = model.tokenizer.encode(PROMPT, add_special_tokens=False).ids
-    rates = []
-    for _ in range(runs + 1):  # the first is a warm-up
-        stats = Generation()
-        for _token in model.generate(ids, max_tokens=tokens, stats=stats):
-            pass
-        rates.append((len(stats.tokens) - 1) / stats.decode_s)
-    return rates[1:]
+    model.eos_ids = set()
+    return model, model.tokenizer.encode(PROMPT, add_special_tokens=False).ids
+
+
+def onnx_rate(model, ids: list[int], tokens: int) -> float:
+    from smolconv.onnx.runtime import Generation
+
+    stats = Generation()
+    for _token in model.generate(ids, max_tokens=tokens, stats=stats):
+        pass
+    return (len(stats.tokens) - 1) / stats.decode_s  # the first token comes from the prompt step
+
+
+def spread(rates: list[float]) -> str:
+    return f"{statistics.median(rates):.1f} tok/s (median; {min(rates):.1f}-{max(rates):.1f})"
 
 
 def main() -> None:
@@ -61,11 +70,22 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-gguf", action="store_true", help="Skip the llama-server comparison.")
+    parser.add_argument("--decode-only", action="store_true",
+                        help="Skip the export: decode with the _q4 graphs already in WORK/onnx-folder.")
+    parser.add_argument("--keep", action="store_true",
+                        help="Keep every graph (default: delete each variant but _q4 once measured, and the fp32 "
+                             "graphs once the variants are made; 2.2b then needs about 25 GB of disk, not 40).")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="smolconv-bench-onnx-"))
     checkpoint, out = work / f"smolvlm2-{args.shape}", work / "onnx-folder"
     if not (checkpoint / "config.json").is_file():
         subprocess.run(smolconv("synth", "--shape", args.shape, "--out", str(checkpoint)), check=True)
+    if not args.decode_only:
+        export_rows(args, checkpoint, out)
+    decode(args, checkpoint, out, work)
+
+
+def export_rows(args, checkpoint: Path, out: Path) -> None:
     shutil.rmtree(out, ignore_errors=True)
     (out / "onnx").mkdir(parents=True)
     for name in SIDE_FILES:
@@ -73,24 +93,40 @@ def main() -> None:
             shutil.copyfile(checkpoint / name, out / name)
 
     rows = []
-    for graph in GRAPHS:
-        rows.append((graph, "fp32", measure([sys.executable, "-c", EXPORT, checkpoint, graph, out])))
-    fp32_bytes = sum(size(graph_file(out, g)) for g in GRAPHS)
-    for variant in VARIANTS[1:]:
-        for graph in GRAPHS:
-            rows.append((graph, variant, measure([sys.executable, "-c", VARIANT, variant, graph, out])))
+
+    def step(graph: str, variant: str, cmd: list) -> None:
+        result = measure(cmd)
+        rows.append((graph, variant, result, size(graph_file(out, graph, variant))))
+        print(f"  {graph}{'' if variant == 'fp32' else '_' + variant}: {result['seconds']:.0f} s, peak "
+              f"{result['peak_rss_mib']:.0f} MiB", flush=True)
+
+    fp32_bytes = 0
+    for graph in GRAPHS:  # graph by graph, so that without --keep one fp32 graph at a time is on disk
+        step(graph, "fp32", [sys.executable, "-c", EXPORT, checkpoint, graph, out])
+        fp32_bytes += size(graph_file(out, graph))
+        for variant in DEFAULT_VARIANTS[1:]:  # what export-onnx makes by default
+            step(graph, variant, [sys.executable, "-c", VARIANT, variant, graph, out])
+            if not args.keep and variant != "q4":
+                remove(graph_file(out, graph, variant))
+        if not args.keep:
+            remove(graph_file(out, graph))
+    rows.sort(key=lambda row: DEFAULT_VARIANTS.index(row[1]))
 
     print(f"{args.shape}: fp32 graphs {fp32_bytes / 2**20:.0f} MiB in all; goal: peak RSS <= 2x that")
     print(f"{'graph':<24}{'variant':<11}{'seconds':>9}{'peak MiB':>10}{'x fp32':>8}{'file MiB':>10}")
-    for graph, variant, result in rows:
+    for graph, variant, result, nbytes in rows:
         peak = result["peak_rss_mib"]
         print(f"{graph:<24}{variant:<11}{result['seconds']:>9.1f}{peak:>10.0f}{peak * 2**20 / fp32_bytes:>8.2f}"
-              f"{size(graph_file(out, graph, variant)) / 2**20:>10.1f}")
+              f"{nbytes / 2**20:>10.1f}")
 
-    rates = onnx_decode(out, args.tokens, args.runs)
-    print(f"onnxruntime _q4 decode: {statistics.median(rates):.1f} tok/s (median of {args.runs} runs of {args.tokens} "
-          f"tokens; {min(rates):.1f}-{max(rates):.1f})")
+
+
+def decode(args, checkpoint: Path, out: Path, work: Path) -> None:
+    model, ids = onnx_decoder(out)
+    onnx_rate(model, ids, 8)  # warm-up
     if args.no_gguf:
+        rates = [onnx_rate(model, ids, args.tokens) for _ in range(args.runs)]
+        print(f"onnxruntime _q4 decode: {spread(rates)} of {args.runs} runs of {args.tokens} tokens")
         return
     from smolconv.plan import build_variants
     from smolconv.serve import free_port
@@ -101,10 +137,25 @@ def main() -> None:
                             "--no-smoke", "--preset", "general"), check=True, stdout=subprocess.DEVNULL)
     variant = build_variants(build, ("Q4_K_M",))[0]
     port = free_port()
-    served = measure_server([str(find_toolchain().tool("llama-server")), "-m", str(variant.text_path), "--port",
-                             str(port)], port, args.runs, args.tokens, signal.SIGTERM)
-    print(f"llama-server Q4_K_M decode: {statistics.median(served['decode']):.1f} tok/s (median of {args.runs} runs "
-          f"of {args.tokens} tokens; {min(served['decode']):.1f}-{max(served['decode']):.1f})")
+    # Paired runs, one of each in turn, so that what else loads the machine falls on both alike.
+    onnx_rates, server_rates, loads = [], [], []
+    with serving([str(find_toolchain().tool("llama-server")), "-m", str(variant.text_path), "--port", str(port)],
+                 port, signal.SIGTERM) as url:
+        complete(url, 8)  # warm-up
+        for _ in range(args.runs):
+            onnx_rates.append(onnx_rate(model, ids, args.tokens))
+            server_rates.append(complete(url, args.tokens)["predicted_per_second"])
+            loads.append(Path("/proc/loadavg").read_text().split()[0])
+    print(f"{args.runs} paired runs of {args.tokens} decoded tokens (1-min load average after each: "
+          f"{', '.join(loads)})")
+    print(f"onnxruntime _q4 decode:     {spread(onnx_rates)}")
+    print(f"llama-server Q4_K_M decode: {spread(server_rates)}")
+    print(f"onnx / llama-server = {statistics.median(onnx_rates) / statistics.median(server_rates):.2f}")
+
+
+def remove(graph: Path) -> None:
+    for path in (graph, graph.with_name(graph.name + "_data")):
+        path.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -48,23 +48,36 @@ def _wait(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
     raise SystemExit(f"{url} did not become healthy in {timeout} s")
 
 
-def measure(cmd: list[str], port: int, runs: int, tokens: int, stop_signal: int) -> dict:
+@contextlib.contextmanager
+def serving(cmd: list[str], port: int, stop_signal: int):
+    """Start a server, wait until it answers, yield its URL; stop it (and wait for it) when done."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait(url, proc)
-        props = json.load(urllib.request.urlopen(f"{url}/props", timeout=10))
-        body = {"prompt": PROMPT, "n_predict": tokens, "ignore_eos": True, "temperature": 0, "cache_prompt": False}
-        _post(f"{url}/completion", body | {"n_predict": 8})  # warm-up
-        decode, prompt = [], []
-        for _ in range(runs):
-            timings = _post(f"{url}/completion", body)["timings"]
-            assert timings["predicted_n"] == tokens, timings
-            decode.append(timings["predicted_per_second"])
-            prompt.append(timings["prompt_per_second"])
+        yield url
     finally:
         proc.send_signal(stop_signal)
         proc.wait(timeout=60)
+
+
+def complete(url: str, tokens: int) -> dict:
+    """llama-server's timings for decoding exactly `tokens` tokens of PROMPT (end of text ignored, no prompt cache)."""
+    body = {"prompt": PROMPT, "n_predict": tokens, "ignore_eos": True, "temperature": 0, "cache_prompt": False}
+    timings = _post(f"{url}/completion", body)["timings"]
+    assert timings["predicted_n"] == tokens, timings
+    return timings
+
+
+def measure(cmd: list[str], port: int, runs: int, tokens: int, stop_signal: int) -> dict:
+    with serving(cmd, port, stop_signal) as url:
+        props = json.load(urllib.request.urlopen(f"{url}/props", timeout=10))
+        complete(url, 8)  # warm-up
+        decode, prompt = [], []
+        for _ in range(runs):
+            timings = complete(url, tokens)
+            decode.append(timings["predicted_per_second"])
+            prompt.append(timings["prompt_per_second"])
     return {"decode": decode, "prompt": prompt, "n_ctx": props["default_generation_settings"]["n_ctx"],
             "slots": props.get("total_slots")}
 

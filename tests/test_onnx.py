@@ -332,11 +332,42 @@ def test_tensors_written_one_file_each_are_merged_into_one_data_file(tmp_path):
     final = tmp_path / "out" / "decoder_model_merged.onnx"
     final.parent.mkdir()
     merge_external_data(scratch / "model.onnx", final)
+    assert [p.name for p in scratch.iterdir()] == ["model.onnx"], "the per-tensor files are deleted once copied"
     assert sorted(p.name for p in final.parent.iterdir()) == ["decoder_model_merged.onnx",
                                                               "decoder_model_merged.onnx_data"]
     x = rng.standard_normal((1, 64)).astype(np.float32)
     out = ort.InferenceSession(str(final), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(out, x @ weights[0] @ weights[1] @ weights[2], rtol=1e-4)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_each_graph_loads_only_its_own_weights_and_the_same_values(fixture_tiny, tmp_path, tied):
+    """load_model reads only the tensors a graph uses (the rest stays on the meta device, taking no memory); what
+    it reads equals from_pretrained's float32 model, a head tied to the embedding included."""
+    import torch
+    from transformers import AutoConfig, SmolVLMForConditionalGeneration
+
+    from smolconv.onnx.export import load_model
+
+    checkpoint = fixture_tiny
+    if tied:  # the tiny fixture's config with the head tied, saved as transformers saves it (no lm_head tensor)
+        config = AutoConfig.from_pretrained(fixture_tiny)
+        config.tie_word_embeddings = config.text_config.tie_word_embeddings = True
+        torch.manual_seed(0)
+        checkpoint = tmp_path / "tied"
+        SmolVLMForConditionalGeneration(config).save_pretrained(checkpoint)
+    reference = SmolVLMForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32).state_dict()
+    parts = {"vision_encoder": ("model.vision_model.", "model.connector."),
+             "embed_tokens": ("model.text_model.embed_tokens.",),
+             "decoder_model_merged": ("model.text_model.layers.", "model.text_model.norm.", "lm_head.")}
+    for graph, prefixes in parts.items():
+        loaded = load_model(checkpoint, (graph,)).state_dict()
+        assert {k for k in loaded if k.startswith(prefixes)} == {k for k in reference if k.startswith(prefixes)}
+        assert not [k for k in loaded if not k.startswith(prefixes) and not k.endswith("inv_freq")], graph
+        for name, value in loaded.items():
+            assert not value.is_meta and value.dtype == torch.float32, name
+            if name in reference:
+                assert torch.equal(value, reference[name]), name
 
 
 def test_the_vision_graph_takes_patches_that_do_not_divide_the_tile(fixture_tiny, tmp_path):

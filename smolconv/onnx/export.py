@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections import Counter
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -144,7 +145,6 @@ def _export_params(graph: str) -> dict:
 
 
 def _export_graphs(checkpoint: Path, out_dir: Path, manifest, inputs: dict, force: bool, result, progress) -> None:
-    model = None
     for n, graph in enumerate(GRAPHS):
         target = graph_file(out_dir, graph)
         targets = [target, *([_data_file(target)] if _data_file(target).exists() else [])]
@@ -154,12 +154,12 @@ def _export_graphs(checkpoint: Path, out_dir: Path, manifest, inputs: dict, forc
         if manifest.up_to_date(f"onnx:export:{graph}", key, targets, force=force):
             result.reused.append(graph)
             continue
-        if model is None:
-            progress("loading the checkpoint (float32)", None)
-            model = load_model(checkpoint)
         progress(f"exporting {graph}", n / len(GRAPHS))
         t0 = time.monotonic()
+        # One graph's weights at a time: a fresh model per graph, holding only what that graph uses.
+        model = load_model(checkpoint, (graph,))
         written = _staged(target, lambda tmp, graph=graph, model=model: export_graph(model, graph, tmp))
+        del model
         manifest.record_step(f"onnx:export:{graph}", key, params, inputs, written, time.monotonic() - t0)
         manifest.save()
         result.written.append(graph)
@@ -208,15 +208,60 @@ def _staged(target: Path, write) -> list[Path]:
 # torch → ONNX
 
 
-def load_model(checkpoint: Path):
+def load_model(checkpoint: Path, graphs: tuple[str, ...]):
+    """The checkpoint as a float32 transformers model, with weights only in the parts that `graphs` use.
+
+    The model is built on the meta device and each needed tensor is read from the safetensors files and
+    converted on its own, so memory holds the needed float32 weights once (from_pretrained would hold the whole
+    model, vision tower included, for every graph). A checkpoint whose tensor names differ from the model's
+    (an older layout that transformers renames on load) goes through from_pretrained instead."""
     import torch
-    from transformers import AutoModelForImageTextToText
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForImageTextToText
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     # Eager attention: plain MatMul/Softmax in the graph, which every ONNX runtime runs.
-    model = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation="eager")
+    config = AutoConfig.from_pretrained(checkpoint)
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32, attn_implementation="eager")
+    release_unneeded(model, graphs)
+    wanted = set(model.state_dict())
+    files = {}
+    for path in sorted(Path(checkpoint).glob("*.safetensors")):
+        with safe_open(path, "pt") as handle:
+            files.update(dict.fromkeys(handle.keys(), path))
+    stored = {k: k for k in wanted}
+    if "lm_head.weight" not in files and config.get_text_config().tie_word_embeddings:
+        stored["lm_head.weight"] = "model.text_model.embed_tokens.weight"  # a tied head is stored once
+    if not set(stored.values()) <= files.keys():
+        model = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=torch.float32,
+                                                            attn_implementation="eager")
+        release_unneeded(model, graphs)
+        return model.eval()
+    for path in sorted({files[k] for k in stored.values()}):
+        with safe_open(path, "pt") as handle:
+            read = {k: handle.get_tensor(k).to(torch.float32) for k in set(stored.values()) if files[k] == path}
+        model.load_state_dict({k: read[s] for k, s in stored.items() if s in read}, strict=False, assign=True)
+        del read
+    if model.model.text_model is not None:
+        # The rotary frequencies are a buffer computed at construction, not a checkpoint tensor.
+        text = model.model.text_model
+        text.rotary_emb = type(text.rotary_emb)(config=text.config)
     return model.eval()
+
+
+def release_unneeded(model, graphs) -> None:
+    """Drop the parts of `model` that none of `graphs` uses (the decoder needs no vision tower, and so on)."""
+    core = model.model
+    if "vision_encoder" not in graphs:
+        core.vision_model = core.connector = None
+    if core.text_model is not None and "decoder_model_merged" not in graphs:
+        core.text_model.layers = core.text_model.norm = model.lm_head = None
+    if core.text_model is not None and "embed_tokens" not in graphs:
+        core.text_model.embed_tokens = None  # a tied lm_head keeps its own reference to the weight
+    if "embed_tokens" not in graphs and "decoder_model_merged" not in graphs:
+        core.text_model = None
 
 
 def kv_layout(config) -> tuple[int, int, int]:
@@ -231,12 +276,15 @@ def past_names(n_layers: int, prefix: str = "past_key_values") -> list[str]:
 
 
 def export_graph(model, graph: str, path: Path) -> None:
-    """Export one graph to `path` (weights beside it as `<name>_data` when over 2 GB)."""
+    """Export one graph to `path` (weights beside it as `<name>_data` when over 2 GB).
+
+    The graph's nn.Linear layers are replaced in `model` by TransposedLinear (same results), so that the export
+    holds each weight once."""
     import warnings
 
     import torch
 
-    from smolconv.onnx.graphs import Decoder, EmbedTokens, VisionEncoder
+    from smolconv.onnx.graphs import Decoder, EmbedTokens, VisionEncoder, transpose_linears
 
     config = model.config
     if graph == "vision_encoder":
@@ -269,6 +317,7 @@ def export_graph(model, graph: str, path: Path) -> None:
                 "logits": {0: "batch_size", 1: "sequence_length"}}
         axes |= {n: {0: "batch_size", 2: "past_sequence_length"} for n in past_names(n_layers)}
         axes |= {n: {0: "batch_size", 2: "total_sequence_length"} for n in past_names(n_layers, "present")}
+    transpose_linears(module)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=path.parent) as scratch, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
         raw = Path(scratch) / "model.onnx"
@@ -287,22 +336,25 @@ def merge_external_data(raw: Path, path: Path) -> None:
     """Write the graph `raw`, whose tensors are in files of their own beside it, as `path` + `<name>_data`.
 
     The tensors are copied one by one (never all in memory, which for the 2.2B decoder would be 7 GB more),
-    each at an offset aligned to 4 KiB as onnx itself aligns them."""
+    each at an offset aligned to 4 KiB as onnx itself aligns them; each source file is deleted once copied."""
     import onnx
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
     model = onnx.load(str(raw), load_external_data=False)
     location = f"{path.name}_data"
+    tensors = [t for t in model.graph.initializer if uses_external_data(t)]
+    uses = Counter(ExternalDataInfo(t).location for t in tensors)
     with open(path.with_name(location), "wb") as data:
-        for tensor in model.graph.initializer:
-            if not uses_external_data(tensor):
-                continue
+        for tensor in tensors:
             info = ExternalDataInfo(tensor)
             offset = -data.tell() % 4096 + data.tell()
             data.seek(offset)
             with open(raw.parent / info.location, "rb") as source:
                 source.seek(info.offset or 0)
                 length = _copy(source, data, info.length)
+            uses[info.location] -= 1
+            if not uses[info.location]:  # the exporter's files go as they are copied: no second 7 GB on disk
+                (raw.parent / info.location).unlink()
             del tensor.external_data[:]
             for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
                 entry = tensor.external_data.add()

@@ -70,11 +70,14 @@ def save_model(model, path: Path) -> None:
 
 
 def _in_memory(model) -> bool:
-    # ByteSize itself fails over 2 GB; a model that large always goes to external data.
+    # ByteSize itself fails over 2 GB (ValueError from the pure-Python protobuf, EncodeError from upb, which
+    # onnx 1.23 uses: the 2.2B decoder's _fp16 failed on it); a model that large always goes to external data.
+    from google.protobuf.message import EncodeError
+
     try:
         model.ByteSize()
         return True
-    except ValueError:
+    except (ValueError, EncodeError):
         return False
 
 
