@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -50,11 +51,13 @@ def test_serve_waits_for_health_uses_the_plan_and_stops_on_ctrl_c(build_256m_q4_
         assert props["model_path"].endswith("-Q8_0.gguf")
         assert props["default_generation_settings"]["n_ctx"] == planned.num_ctx
         assert props["modalities"]["vision"] is True  # the projector came with it
+        # llama-server answers /health a moment before smolconv's own check sees it and prints where it serves
+        ready = select.select([proc.stdout], [], [], 60)[0] and proc.stdout.readline()
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C reaches smolconv; llama-server runs in its own group
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert f"http://127.0.0.1:{port}" in out and "stopped" in out
+    assert ready and f"http://127.0.0.1:{port}" in ready and "stopped" in out
     assert _port_is_free(port), "llama-server is still listening after Ctrl-C"
 
 
