@@ -368,10 +368,10 @@ def package(options: PackageOptions, progress: ProgressFn = no_progress) -> Pack
 def _write_owned(manifest: Manifest, target: Path, text: str, force: bool) -> None:
     """Write a Modelfile; one the user wrote (not in build.json) is only replaced with --force."""
     manifest.refuse_foreign([target], force=force)
-    if target.exists() and target.read_text() == text:
-        return
-    with staged_file(target, lambda: manifest.claim(target)) as partial:
-        partial.write_text(text)
+    if not (target.exists() and target.read_text() == text):
+        with staged_file(target, lambda: manifest.claim(target)) as partial:
+            partial.write_text(text)
+    # Recorded even when the file already held this text: a run killed after the rename left only its claim.
     manifest.data["outputs"][target.name] = {"sha256": manifest.sha256(target), "size": target.stat().st_size,
                                              "step": "package"}
 

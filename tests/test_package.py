@@ -134,3 +134,22 @@ def test_cli_route_helpers():
         ("0.33.0", "0.29.0", True)
     assert cli_create_command("ollama", "smolvlm2:x", Path("a b/M.Modelfile")) == \
         ["ollama", "create", "smolvlm2:x", "-f", "a b/M.Modelfile"]
+
+
+def test_a_modelfile_left_claimed_by_a_killed_run_is_recorded_by_the_next(build_256m_q4_q8):
+    # A SIGKILL between a Modelfile's rename and build.json's save leaves the file and only its claim; the rerun
+    # finds the same text there and must still record it (scripts/chaos.py found this).
+    import json
+
+    from smolconv.manifest import Manifest
+
+    out = build_256m_q4_q8
+    manifest = Manifest.load(out)
+    name = "smolvlm2-256m-q4_K_M.Modelfile"
+    recorded = manifest.data["outputs"][name]
+    assert recorded["sha256"] and (out / name).is_file()
+    manifest.data["outputs"][name] = {"step": "claimed"}
+    manifest.save()
+    result = run_cli("package", str(out), "--preset", "general")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "build.json").read_text())["outputs"][name] == recorded
