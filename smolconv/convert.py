@@ -64,9 +64,10 @@ def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn 
     manifest = Manifest.load(out_dir)
     params = {"outtype": outtype, "name": name, "llama_cpp": toolchain.identity()}
     targets = [text_path, mmproj_path]
+    input_files = info.input_files()
     if not options.force and "convert" in manifest.data["steps"]:
         # A conversion is on record: the inputs' hashes (cached against size and mtime) say if it still holds.
-        inputs = {p.name: manifest.sha256(p) for p in info.input_files()}
+        inputs = {p.name: manifest.sha256(p) for p in input_files}
         if manifest.up_to_date("convert", manifest.step_key(inputs, params), targets, force=False):
             manifest.save()  # keeps the refreshed hash cache
             return ConvertResult(text_path, mmproj_path, skipped=True, seconds=0.0)
@@ -76,7 +77,7 @@ def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn 
     started = time.monotonic()
     # The converter reads the checkpoint anyway: its files are hashed beside it, and the text model beside the
     # projector's conversion, instead of after both (seconds per GB on 2 cores).
-    manifest.sha256_soon(info.input_files())
+    manifest.sha256_soon(input_files)
     for final, mmproj in ((text_path, False), (mmproj_path, True)):
         label = "vision projector" if mmproj else "text model"
         with staged_file(final, lambda final=final: manifest.claim(final)) as tmp:
@@ -84,7 +85,7 @@ def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn 
                                     on_line=_converter_progress(f"converting the {label}", progress))
             (verify_mmproj if mmproj else verify_text_model)(tmp, info)
         manifest.sha256_soon([final])
-    inputs = {p.name: manifest.sha256(p) for p in info.input_files()}
+    inputs = {p.name: manifest.sha256(p) for p in input_files}
     key = manifest.step_key(inputs, params)
     seconds = time.monotonic() - started
     source = source or Source(path=Path(options.checkpoint), repo_id=None, revision=None,
@@ -94,7 +95,7 @@ def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn 
     files = inputs if converted_source else {p.name: manifest.sha256(p) for p in checkpoint_files(source.path)}
     manifest.data["source"] = {**source.to_record(), "files": files}
     manifest.data["llama_cpp"] = toolchain.describe()
-    manifest.record_step("convert", key, params, inputs, [text_path, mmproj_path], seconds)
+    manifest.record_step("convert", key, params, inputs, targets, seconds)
     manifest.save()
     return ConvertResult(text_path, mmproj_path, skipped=False, seconds=seconds)
 
