@@ -16,7 +16,7 @@ from pathlib import Path
 from smolconv.adapter import AdapterInfo
 from smolconv.checkpoint import CheckpointInfo, checkpoint_files, inspect_checkpoint
 from smolconv.errors import SmolconvError
-from smolconv.fsutil import ensure_writable_dir, staged_file
+from smolconv.fsutil import ensure_writable_dir
 from smolconv.gguf_header import read_gguf_header
 from smolconv.manifest import Manifest
 from smolconv.progress import ProgressFn, no_progress
@@ -80,7 +80,7 @@ def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn 
     manifest.sha256_soon(input_files)
     for final, mmproj in ((text_path, False), (mmproj_path, True)):
         label = "vision projector" if mmproj else "text model"
-        with staged_file(final, lambda final=final: manifest.claim(final)) as tmp:
+        with manifest.staged_output(final) as tmp:
             toolchain.run_converter(info.path, tmp, outtype=outtype, mmproj=mmproj,
                                     on_line=_converter_progress(f"converting the {label}", progress))
             (verify_mmproj if mmproj else verify_text_model)(tmp, info)
@@ -128,7 +128,7 @@ def convert_adapter(adapter: AdapterInfo, base: CheckpointInfo, out_dir: Path, t
         manifest.save()
         return ConvertResult(target, target, skipped=True, seconds=0.0)
     started = time.monotonic()
-    with staged_file(target, lambda: manifest.claim(target)) as tmp:
+    with manifest.staged_output(target) as tmp:
         toolchain.run_lora_converter(adapter.path, base.path, tmp, outtype=ADAPTER_OUTTYPE,
                                      on_line=_converter_progress("converting the adapter", progress))
         verify_adapter(tmp, adapter)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from smolconv import __version__
 from smolconv.errors import SmolconvError
+from smolconv.fsutil import staged_file
 from smolconv.hashing import BackgroundHash, sha256_file
 
 MANIFEST = "build.json"
@@ -116,6 +117,10 @@ class Manifest:
         if name not in self.data["outputs"]:
             self.data["outputs"][name] = {"step": "claimed"}  # record_step fills in its sha256 and size
             self.save()
+
+    def staged_output(self, path: Path):
+        """fsutil.staged_file for an output of this build: the name is claimed here just before the rename."""
+        return staged_file(path, lambda: self.claim(path))
 
     # -- steps -----------------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import jinja2
 
 from smolconv.errors import SmolconvError
-from smolconv.fsutil import ensure_writable_dir, staged_file
+from smolconv.fsutil import ensure_writable_dir
 from smolconv.manifest import Manifest
 from smolconv.models import SHAPES, ModelShape
 from smolconv.ollama_api import CreateReport, CreateRequest, create_models
@@ -369,7 +369,7 @@ def _write_owned(manifest: Manifest, target: Path, text: str, force: bool) -> No
     """Write a Modelfile; one the user wrote (not in build.json) is only replaced with --force."""
     manifest.refuse_foreign([target], force=force)
     if not (target.exists() and target.read_text() == text):
-        with staged_file(target, lambda: manifest.claim(target)) as partial:
+        with manifest.staged_output(target) as partial:
             partial.write_text(text)
     # Recorded even when the file already held this text: a run killed after the rename left only its claim.
     manifest.data["outputs"][target.name] = {"sha256": manifest.sha256(target), "size": target.stat().st_size,

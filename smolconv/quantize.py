@@ -18,7 +18,6 @@ from pathlib import Path
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from smolconv.errors import SmolconvError
-from smolconv.fsutil import staged_file
 from smolconv.gguf_header import read_gguf_header
 from smolconv.manifest import Manifest
 from smolconv.progress import ProgressFn, no_progress
@@ -261,7 +260,7 @@ def _quantize_one(manifest: Manifest, toolchain: Toolchain, source: Path, target
 
     progress(f"quantizing to {qtype}", None)
     started = time.monotonic()
-    with staged_file(target, lambda: manifest.claim(target)) as tmp:
+    with manifest.staged_output(target) as tmp:
         args = [toolchain.tool("llama-quantize")]
         if imatrix:
             args += ["--imatrix", imatrix]
@@ -291,7 +290,7 @@ def _compute_imatrix(manifest: Manifest, toolchain: Toolchain, model: Path, text
         return target
     progress("computing the importance matrix with llama-imatrix", None)
     started = time.monotonic()
-    with staged_file(target, lambda: manifest.claim(target)) as tmp:
+    with manifest.staged_output(target) as tmp:
         args = [toolchain.tool("llama-imatrix"), "-m", model, "-f", text, "-o", tmp, "--output-format", "gguf",
                 "-c", str(IMATRIX_CONTEXT), "--no-ppl"]
         if options.threads:
