@@ -17,9 +17,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-venv: $(BIN)/python
+# pip takes 10-30 s to find that nothing changed, and every target below needs the venv: install again only
+# when pyproject.toml (the dependencies) or the torch spec changed. The editable install follows code changes.
+space       := $(subst ,, )
+STAMP       := $(VENV)/.smolconv-installed-$(subst /,_,$(subst =,_,$(subst $(space),_,$(TORCH_SPEC))))
+
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	rm -f $(VENV)/.smolconv-installed-*
+	touch $@
+
+venv: $(STAMP)
 
 setup: venv
 	$(BIN)/smolconv setup $(SETUP_FLAGS)

@@ -1,6 +1,7 @@
 """Benchmark: convert and quantize the 2.2b random-weight shape with smolconv, and by hand.
 
 Usage: python scripts/bench_2p2b.py [--work DIR] [--checkpoint DIR] [--types Q4_K_M Q5_K_M Q8_0] [--pairs N]
+                                    [--quantize-only]
 Needs about 25 GB of free disk. Prints wall time and peak RSS per step for smolconv and for the raw llama.cpp
 commands (convert_hf_to_gguf.py twice, llama-quantize) with the same arguments, and the ratio smolconv / raw.
 Each step runs --pairs times both ways, the order alternating (smolconv first, then raw first, ...), so a
@@ -46,12 +47,15 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="a synthesized 2.2b checkpoint to reuse")
     parser.add_argument("--types", nargs="+", default=["Q4_K_M", "Q5_K_M", "Q8_0"])
     parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--quantize-only", action="store_true",
+                        help="measure only quantize, reusing the conversions in --work (made once if missing)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="smolconv-2p2b-"))
     toolchain = find_toolchain()
     out, raw = work / "out", work / "raw"
-    shutil.rmtree(raw, ignore_errors=True)
-    raw.mkdir(parents=True)
+    if not args.quantize_only:
+        shutil.rmtree(raw, ignore_errors=True)
+    raw.mkdir(parents=True, exist_ok=True)
 
     rows: list[tuple[str, dict, dict | None]] = []
     checkpoint = args.checkpoint
@@ -64,14 +68,18 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
 
     converter = [sys.executable, toolchain.converter, checkpoint]
-    ours, by_hand = paired(
-        [(smolconv("convert", str(checkpoint), "--out", str(out)), None)],
-        [([*converter, "--outfile", raw / "F16.gguf", "--outtype", "f16"], toolchain.root),
-         ([*converter, "--outfile", raw / "mmproj-f16.gguf", "--outtype", "f16", "--mmproj"], toolchain.root)],
-        args.pairs, before=fresh_build_dir)
-    rows.append(("convert (text + mmproj)", ours, by_hand))
+    raw_text = [*converter, "--outfile", raw / "F16.gguf", "--outtype", "f16"]
+    if not args.quantize_only:
+        ours, by_hand = paired(
+            [(smolconv("convert", str(checkpoint), "--out", str(out)), None)],
+            [(raw_text, toolchain.root),
+             ([*converter, "--outfile", raw / "mmproj-f16.gguf", "--outtype", "f16", "--mmproj"], toolchain.root)],
+            args.pairs, before=fresh_build_dir)
+        rows.append(("convert (text + mmproj)", ours, by_hand))
     if not (out / "smolvlm2-2.2b-F16.gguf").exists():  # the last run was the raw one: convert once more
         measure(smolconv("convert", str(checkpoint), "--out", str(out)))
+    if not (raw / "F16.gguf").exists():
+        measure(raw_text, cwd=toolchain.root)
     for qtype in args.types:
         target = out / f"smolvlm2-2.2b-{qtype}.gguf"
         ours, by_hand = paired(
