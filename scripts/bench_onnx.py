@@ -83,12 +83,13 @@ def main() -> None:
                              "are made from the fp32 graph already in WORK/onnx-folder.")
     parser.add_argument("--fp32-mib", type=float, default=None,
                         help="The fp32 graphs' total size for the x fp32 column (default: this run's fp32 graphs).")
-    parser.add_argument("--export-only", action="store_true", help="Skip the decode comparison.")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-gguf", action="store_true", help="Skip the llama-server comparison.")
-    parser.add_argument("--decode-only", action="store_true",
-                        help="Skip the export: decode with the _q4 graphs already in WORK/onnx-folder.")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--export-only", action="store_true", help="Skip the decode comparison.")
+    only.add_argument("--decode-only", action="store_true",
+                      help="Skip the export: decode with the _q4 graphs already in WORK/onnx-folder.")
     parser.add_argument("--keep", action="store_true",
                         help="Keep every graph (default: delete each variant but _q4 once measured, and the fp32 "
                              "graphs once the variants are made; 2.2b then needs about 25 GB of disk, not 40).")
@@ -134,7 +135,7 @@ def export_rows(args, checkpoint: Path, out: Path) -> None:
             step(graph, variant, [sys.executable, "-c", VARIANT, variant, graph, out])
             if not args.keep and variant != "q4":
                 remove(graph_file(out, graph, variant))
-        if not args.keep:
+        if not args.keep and "fp32" in variants:  # an fp32 graph from an earlier run stays
             remove(graph_file(out, graph))
     rows.sort(key=lambda row: VARIANTS.index(row[1]))
 
