@@ -3,7 +3,7 @@
 Usage: python scripts/bench_onnx.py [--shape 2.2b] [--work DIR] [--checkpoint DIR] [--graphs G ...]
                                     [--variants V ...] [--fp32-mib N] [--export-only | --decode-only]
                                     [--tokens 64] [--runs 3] [--no-gguf] [--keep]
-Needs about 25 GB of free disk (40 GB with --keep) and 12 GB of memory for the 2.2b shape. Each graph's export
+Needs about 25 GB of free disk (40 GB with --keep) and 14 GB of memory for the 2.2b shape. Each graph's export
 and each variant of each graph runs in a fresh process (smolconv.onnx.export.export_graph /
 quantize.make_variant, the functions `smolconv export-onnx` calls), so every line has its own wall time and peak
 RSS; the goal is a peak RSS of at most twice the fp32 graphs' size. Then the `_q4` graphs decode --tokens
