@@ -1,7 +1,9 @@
 """Benchmark: export-onnx on a fixture shape (default 2.2b), and the _q4 decoder's speed beside llama-server's Q4_K_M.
 
-Usage: python scripts/bench_onnx.py [--shape 2.2b] [--work DIR] [--tokens 64] [--runs 3] [--no-gguf] [--keep]
-Needs about 25 GB of free disk (40 GB with --keep) and 12 GB of memory for the 2.2b shape. Each graph's export
+Usage: python scripts/bench_onnx.py [--shape 2.2b] [--work DIR] [--checkpoint DIR] [--graphs G ...]
+                                    [--variants V ...] [--fp32-mib N] [--export-only | --decode-only]
+                                    [--tokens 64] [--runs 3] [--no-gguf] [--keep]
+Needs about 25 GB of free disk (40 GB with --keep) and 14 GB of memory for the 2.2b shape. Each graph's export
 and each variant of each graph runs in a fresh process (smolconv.onnx.export.export_graph /
 quantize.make_variant, the functions `smolconv export-onnx` calls), so every line has its own wall time and peak
 RSS; the goal is a peak RSS of at most twice the fp32 graphs' size. Then the `_q4` graphs decode --tokens
@@ -9,6 +11,11 @@ tokens (end of text ignored, greedy) in smolconv's onnxruntime runner, and the Q
 (`smolconv build`) decodes the same count in llama-server started by hand; both on this machine's CPU, with
 their default thread counts, in pairs (one run of each in turn) so that other load on the machine falls on both
 alike.
+
+--checkpoint reuses a synthesized checkpoint instead of writing one to WORK. --graphs and --variants redo only
+some lines: the other graphs' files in WORK/onnx-folder stay, and leaving fp32 out of --variants makes the
+variants from the fp32 graph already there (an earlier run with --keep). The x fp32 column divides by the fp32
+graphs exported in this run, or by --fp32-mib (the whole fp32 folder of an earlier full run) when given.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from bench_serve import PROMPT, complete, serving
 from benchlib import measure, smolconv
 
 from smolconv.onnx.export import GRAPHS, SIDE_FILES, graph_file
-from smolconv.onnx.quantize import DEFAULT_VARIANTS
+from smolconv.onnx.quantize import DEFAULT_VARIANTS, VARIANTS
 
 EXPORT = ("import sys; from pathlib import Path; from smolconv.onnx.export import load_model, export_graph, "
           "graph_file; export_graph(load_model(Path(sys.argv[1]), (sys.argv[2],)), sys.argv[2], "
@@ -67,27 +74,44 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shape", default="2.2b")
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="A synthesized checkpoint of --shape to reuse (default: synthesize one in WORK).")
+    parser.add_argument("--graphs", nargs="+", choices=GRAPHS, default=list(GRAPHS),
+                        help="Export only these graphs (default: all three).")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(DEFAULT_VARIANTS),
+                        help="Measure only these (default: what export-onnx makes). Without fp32 the variants "
+                             "are made from the fp32 graph already in WORK/onnx-folder.")
+    parser.add_argument("--fp32-mib", type=float, default=None,
+                        help="The fp32 graphs' total size for the x fp32 column (default: this run's fp32 graphs).")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-gguf", action="store_true", help="Skip the llama-server comparison.")
-    parser.add_argument("--decode-only", action="store_true",
-                        help="Skip the export: decode with the _q4 graphs already in WORK/onnx-folder.")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--export-only", action="store_true", help="Skip the decode comparison.")
+    only.add_argument("--decode-only", action="store_true",
+                      help="Skip the export: decode with the _q4 graphs already in WORK/onnx-folder.")
     parser.add_argument("--keep", action="store_true",
                         help="Keep every graph (default: delete each variant but _q4 once measured, and the fp32 "
                              "graphs once the variants are made; 2.2b then needs about 25 GB of disk, not 40).")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="smolconv-bench-onnx-"))
-    checkpoint, out = work / f"smolvlm2-{args.shape}", work / "onnx-folder"
+    checkpoint, out = args.checkpoint or work / f"smolvlm2-{args.shape}", work / "onnx-folder"
     if not (checkpoint / "config.json").is_file():
+        if args.checkpoint:
+            raise SystemExit(f"{checkpoint}: no config.json; give a checkpoint that `smolconv synth` wrote")
         subprocess.run(smolconv("synth", "--shape", args.shape, "--out", str(checkpoint)), check=True)
     if not args.decode_only:
         export_rows(args, checkpoint, out)
-    decode(args, checkpoint, out, work)
+    if not args.export_only:
+        decode(args, checkpoint, out, work)
 
 
 def export_rows(args, checkpoint: Path, out: Path) -> None:
-    shutil.rmtree(out, ignore_errors=True)
-    (out / "onnx").mkdir(parents=True)
+    variants = [v for v in VARIANTS if v in args.variants]  # in the table's order
+    for graph in args.graphs:
+        if "fp32" not in variants and not graph_file(out, graph).is_file():
+            raise SystemExit(f"{graph_file(out, graph)} is missing: add fp32 to --variants")
+    (out / "onnx").mkdir(parents=True, exist_ok=True)
     for name in SIDE_FILES:
         if (checkpoint / name).is_file():
             shutil.copyfile(checkpoint / name, out / name)
@@ -101,18 +125,26 @@ def export_rows(args, checkpoint: Path, out: Path) -> None:
               f"{result['peak_rss_mib']:.0f} MiB", flush=True)
 
     fp32_bytes = 0
-    for graph in GRAPHS:  # graph by graph, so that without --keep one fp32 graph at a time is on disk
-        step(graph, "fp32", [sys.executable, "-c", EXPORT, checkpoint, graph, out])
+    for graph in args.graphs:  # graph by graph, so that without --keep one fp32 graph at a time is on disk
+        for variant in variants:
+            remove(graph_file(out, graph, variant))  # a file from an earlier run would be kept as done
+        if "fp32" in variants:
+            step(graph, "fp32", [sys.executable, "-c", EXPORT, checkpoint, graph, out])
         fp32_bytes += size(graph_file(out, graph))
-        for variant in DEFAULT_VARIANTS[1:]:  # what export-onnx makes by default
+        for variant in (v for v in variants if v != "fp32"):
             step(graph, variant, [sys.executable, "-c", VARIANT, variant, graph, out])
             if not args.keep and variant != "q4":
                 remove(graph_file(out, graph, variant))
-        if not args.keep:
+        if not args.keep and "fp32" in variants:  # an fp32 graph from an earlier run stays
             remove(graph_file(out, graph))
-    rows.sort(key=lambda row: DEFAULT_VARIANTS.index(row[1]))
+    rows.sort(key=lambda row: VARIANTS.index(row[1]))
 
-    print(f"{args.shape}: fp32 graphs {fp32_bytes / 2**20:.0f} MiB in all; goal: peak RSS <= 2x that")
+    if args.fp32_mib:
+        fp32_bytes = args.fp32_mib * 2**20
+        print(f"{args.shape}: fp32 graphs {args.fp32_mib:.0f} MiB in all (--fp32-mib); goal: peak RSS <= 2x that")
+    else:
+        print(f"{args.shape}: fp32 graphs {fp32_bytes / 2**20:.0f} MiB in all ({', '.join(args.graphs)}); "
+              f"goal: peak RSS <= 2x that")
     print(f"{'graph':<24}{'variant':<11}{'seconds':>9}{'peak MiB':>10}{'x fp32':>8}{'file MiB':>10}")
     for graph, variant, result, nbytes in rows:
         peak = result["peak_rss_mib"]

@@ -340,6 +340,46 @@ def test_tensors_written_one_file_each_are_merged_into_one_data_file(tmp_path):
     np.testing.assert_allclose(out, x @ weights[0] @ weights[1] @ weights[2], rtol=1e-4)
 
 
+def test_a_graph_with_external_data_is_quantized_into_its_own_data_file(tmp_path):
+    """The 2.2B decoder's `_quantized` path, on a small graph: the weights stay in `<name>_quantized.onnx_data`,
+    and the graph equals what quantize_dynamic makes when left to its own shape inference."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from smolconv.onnx.quantize import make_variant
+
+    rng = np.random.default_rng(0)
+    table, weight = rng.standard_normal((256, 64)).astype(np.float32), rng.standard_normal((64, 64)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["h"]), helper.make_node("MatMul", ["h", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, "seq"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "seq", 64])],
+                              [numpy_helper.from_array(table, "table"), numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    source = tmp_path / "decoder_model_merged.onnx"
+    onnx.save_model(model, str(source), save_as_external_data=True, location=f"{source.name}_data")
+    target = tmp_path / "decoder_model_merged_quantized.onnx"
+    make_variant("quantized", source, target)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "decoder_model_merged.onnx", "decoder_model_merged.onnx_data",
+        "decoder_model_merged_quantized.onnx", "decoder_model_merged_quantized.onnx_data"]
+    ours = onnx.load(str(target), load_external_data=False)
+    assert {ExternalDataInfo(t).location for t in _get_all_tensors(ours) if uses_external_data(t)} == {
+        "decoder_model_merged_quantized.onnx_data"}
+    quantize_dynamic(tmp_path / "decoder_model_merged.onnx", tmp_path / "plain.onnx", weight_type=QuantType.QUInt8,
+                     op_types_to_quantize=["MatMul", "Gather"], extra_options={"MatMulConstBOnly": True})
+    plain = onnx.load(str(tmp_path / "plain.onnx"))
+    assert list(ours.graph.node) == list(plain.graph.node)
+    assert list(ours.graph.value_info) == list(plain.graph.value_info)
+    ids = np.array([[3, 200, 17]], np.int64)
+    out = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    expected = table[ids] @ weight
+    assert np.abs(out - expected).max() < 0.05 * np.abs(expected).max()
+
+
 @pytest.mark.parametrize("tied", [False, True])
 def test_each_graph_loads_only_its_own_weights_and_the_same_values(fixture_tiny, tmp_path, tied):
     """load_model reads only the tensors a graph uses (the rest stays on the meta device, taking no memory); what

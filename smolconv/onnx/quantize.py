@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from smolconv.errors import SmolconvError
@@ -123,10 +124,71 @@ def _quantize_int8(source: Path, target: Path) -> None:
     large = source.with_name(source.name + "_data").exists()
     graph = onnx.load(str(source), load_external_data=False).graph
     keep = [n.name for n in graph.node if n.op_type == "MatMul" and any(k in n.name for k in INT8_KEEP_FLOAT)]
-    with tempfile.TemporaryDirectory(prefix=".quantize-", dir=target.parent) as tmp:
-        # quantize_dynamic names external data after its output; write it aside, then save it our way.
+    with tempfile.TemporaryDirectory(prefix=".quantize-", dir=target.parent) as tmp, _shape_inference_in_place():
         out = Path(tmp) / target.name
         quantize_dynamic(source, out, weight_type=QuantType.QUInt8, op_types_to_quantize=["MatMul", "Gather"],
                          nodes_to_exclude=keep, use_external_data_format=large,
                          extra_options={"MatMulConstBOnly": True})
-        save_model(onnx.load(str(out)), target)
+        if large:  # its data file is `<name>.data`: renamed (not loaded and saved again: 3.5 GB for 2.2B)
+            _rename_external_data(out, out.with_name(out.name + ".data"), target)
+        else:
+            out.replace(target)
+
+
+def _rename_external_data(graph: Path, data: Path, target: Path) -> None:
+    """Move `graph` and its one external data file `data` to `target` + `<target name>_data`."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    model = onnx.load(str(graph), load_external_data=False)
+    location = f"{target.name}_data"
+    for tensor in _get_all_tensors(model):  # initializers and tensor attributes: onnxruntime moves both
+        if uses_external_data(tensor):
+            entry = next(e for e in tensor.external_data if e.key == "location")
+            entry.value = location
+    data.replace(target.with_name(location))
+    onnx.save_model(model, str(target))
+
+
+@contextmanager
+def _shape_inference_in_place():
+    """Have quantize_dynamic rerun shape inference on the model it holds, not on a reloaded copy.
+
+    Its quantizer reruns shape inference by deep-copying the model, saving the copy and loading it back, while
+    the original is still referenced: three copies of the weights at once (the vision encoder's `_quantized`
+    peaked at 4x its graph; for the 6.5 GB 2.2B decoder that is over 20 GB). Shape inference reads the shapes
+    of the weights, not their values, so here it runs on a copy of the graph without the large weights, and the
+    value_info it finds goes into the model itself, which the quantizer then uses as it would the reloaded one.
+    """
+    from onnxruntime.quantization import onnx_quantizer
+
+    original = onnx_quantizer.save_and_reload_model_with_shape_infer
+    onnx_quantizer.save_and_reload_model_with_shape_infer = _infer_shapes_in_place
+    try:
+        yield
+    finally:
+        onnx_quantizer.save_and_reload_model_with_shape_infer = original
+
+
+def _infer_shapes_in_place(model):
+    import math
+
+    import onnx
+    from onnx import helper
+    from onnxruntime.quantization.quant_utils import add_infer_metadata
+
+    def without_values(tensor):
+        if math.prod(tensor.dims) <= 1024:  # small ones may be read (a Reshape's shape): kept whole
+            return tensor
+        return onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
+
+    graph = model.graph
+    light = helper.make_model(
+        helper.make_graph(graph.node, graph.name, graph.input, graph.output,
+                          [without_values(t) for t in graph.initializer]),
+        opset_imports=model.opset_import, ir_version=model.ir_version, functions=model.functions)
+    inferred = onnx.shape_inference.infer_shapes(light)
+    del graph.value_info[:]
+    graph.value_info.extend(inferred.graph.value_info)
+    add_infer_metadata(model)
+    return model
