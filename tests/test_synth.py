@@ -108,3 +108,54 @@ def test_full_size_shapes_have_the_published_parameter_counts(shape, low, high):
     shapes = parameter_shapes(checkpoint_config(SHAPES[shape]))
     total = sum(math.prod(s) for s in shapes.values())
     assert low < total < high
+
+
+def test_smollm2_weights_read_from_the_gguf_answer_like_smollm2():
+    # The GGUF's tensors are renamed to transformers' names and q/k are un-permuted by smolconv's own reader
+    # (transformers' GGUF loading took 44 s): a wrong name or permutation would not answer this.
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from smolconv.gguf_header import read_gguf_header
+    from smolconv.synth import _llama_state_dict, smollm2_gguf
+
+    path = smollm2_gguf()
+    header = read_gguf_header(path)
+    state = _llama_state_dict(path)
+    config = LlamaConfig(
+        vocab_size=header.get("llama.vocab_size"), hidden_size=header.get("llama.embedding_length"),
+        intermediate_size=header.get("llama.feed_forward_length"), num_hidden_layers=header.get("llama.block_count"),
+        num_attention_heads=header.get("llama.attention.head_count"),
+        num_key_value_heads=header.get("llama.attention.head_count_kv"),
+        rope_theta=header.get("llama.rope.freq_base"),
+        rms_norm_eps=header.get("llama.attention.layer_norm_rms_epsilon"),
+        tie_word_embeddings="lm_head.weight" not in state)
+    model = LlamaForCausalLM(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert set(missing) <= {"lm_head.weight"} and not unexpected
+    model.tie_weights()
+    ids = {tok: i for i, tok in enumerate(read_gguf_header(path, arrays=("tokenizer.ggml.tokens",))
+                                            .fields["tokenizer.ggml.tokens"].values)}
+    prompt = [ids[t] for t in ("The", "Ġcapital", "Ġof", "ĠFrance", "Ġis")]
+    with torch.no_grad():
+        top = int(model(torch.tensor([prompt])).logits[0, -1].argmax())
+    assert top == ids["ĠParis"]
+
+    # The answer survives a wrong q/k order, so check that too: llama.cpp's converter stores q and k with each
+    # head's rotary halves interleaved; doing that to what smolconv read gives the GGUF's tensor back.
+    import mmap
+
+    import numpy as np
+    from gguf.quants import dequantize
+
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        for gguf_name, hf_name, heads in (("blk.3.attn_q.weight", "q_proj", config.num_attention_heads),
+                                         ("blk.3.attn_k.weight", "k_proj", config.num_key_value_heads)):
+            info = next(t for t in header.tensors if t.name == gguf_name)
+            raw = np.frombuffer(mapped, np.uint8, info.n_bytes, header.data_offset + info.offset)
+            stored = dequantize(raw.reshape(info.shape[1], -1), info.tensor_type).copy()
+            del raw
+            ours = state[f"model.layers.3.self_attn.{hf_name}.weight"].numpy()
+            interleaved = ours.reshape(heads, 2, -1, ours.shape[1]).swapaxes(1, 2).reshape(ours.shape)
+            assert np.array_equal(interleaved, stored)
+            assert not np.array_equal(ours, stored)

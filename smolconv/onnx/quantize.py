@@ -162,7 +162,10 @@ def _shape_inference_in_place():
     """
     from onnxruntime.quantization import onnx_quantizer
 
-    original = onnx_quantizer.save_and_reload_model_with_shape_infer
+    original = getattr(onnx_quantizer, "save_and_reload_model_with_shape_infer", None)
+    if original is None:  # another onnxruntime: its own way works, with the memory it takes
+        yield
+        return
     onnx_quantizer.save_and_reload_model_with_shape_infer = _infer_shapes_in_place
     try:
         yield
