@@ -303,6 +303,9 @@ def test_imatrix_from_text_and_quantized_projector(toolchain, fixture_tiny, tmp_
     assert GGUFReader(out / "imatrix.gguf").fields  # a real GGUF imatrix
     manifest = json.loads((out / "build.json").read_text())
     assert manifest["steps"]["quantize:Q4_K_M"]["params"]["imatrix"] == "imatrix.gguf"
+    # llama-quantize writes the matrix's path into the GGUF: named alone, the bytes do not depend on --out.
+    quantized = GGUFReader(result.quantized.reports[0].path)
+    assert quantized.fields["quantize.imatrix.file"].contents() == "imatrix.gguf"
     projector = GGUFReader(result.quantized.mmproj)
     assert projector.fields["general.type"].contents() == "mmproj"
     assert "Q8_0" in {t.tensor_type.name for t in projector.tensors}
