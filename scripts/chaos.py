@@ -3,12 +3,15 @@
     python scripts/chaos.py --rounds 2 --seed 1            # verify and smoke on, SIGKILL and SIGTERM
     python scripts/chaos.py --rounds 1 --imatrix           # also kill during llama-imatrix
 
-A reference build of the `tiny` fixture runs first and times each stage by the files it finishes (stage = the
-first one whose final files are missing). Each round then starts from an empty output directory and, for every
-stage in order, reruns the build and kills it (SIGKILL or SIGTERM, seeded) at a random moment inside that stage;
-after each kill no process smolconv started may be left and every final-named file must read back whole. The
-round ends with a rerun to completion, whose outputs must be byte-identical (sha256) to the reference's, with
-build.json agreeing with the files and no `.partial` left. Prints the kill points per stage.
+A reference build of the `tiny` fixture runs first and times each stage's work: from the moment the stage's own
+program runs (the converter, llama-imatrix, llama-quantize, verify's llama tools, smoke's llama-server; package has
+none, so its start is the moment quantization's files are all there) to the moment the stage's final files exist.
+Each round then starts from an empty output directory and, for every stage in order, reruns the build, waits until
+that stage's program runs, and kills it (SIGKILL or SIGTERM, seeded) at a random moment within the stage's
+reference length; so a kill lands in the stage's work, not in Python's start-up before it. After each kill no
+process smolconv started may be left and every final-named file must read back whole. The round ends with a rerun
+to completion, whose outputs must be byte-identical (sha256) to the reference's, with build.json agreeing with the
+files and no `.partial` left. Prints the kill points per stage (the stage that was running when the signal went).
 """
 
 from __future__ import annotations
@@ -66,6 +69,30 @@ def _stages(out: Path, stem: str, types: list[str], imatrix: bool, verify: bool,
     if smoke:
         stages.append(("smoke", lambda: any((out / "smoke").glob("*.json")) if (out / "smoke").exists() else False))
     return stages
+
+
+# The program whose process shows that a stage's work is under way (package runs in smolconv's own Python).
+_PROGRAMS = {"convert": "convert_hf_to_gguf", "imatrix": "llama-imatrix", "quantize": "llama-quantize",
+             "package": None, "verify": "/llama-", "smoke": "llama-server"}
+_LAUNCHER_MARK = " -I -S -c "  # runner's launcher before it execs the program (its command line names it too)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def _working(stage: str, stages, pids) -> bool:
+    """`stage` is the first unfinished one and its program runs (for package: its turn has come)."""
+    if _current(stages) != stage:
+        return False
+    program = _PROGRAMS.get(stage)
+    if program is None:
+        return True
+    return any(program in line and _LAUNCHER_MARK not in line for line in map(_cmdline, pids))
 
 
 def _current(stages) -> str:
@@ -153,19 +180,25 @@ class Chaos:
                                 env=self.env, start_new_session=True)
 
     def reference(self) -> dict[str, str]:
-        """An uninterrupted build, timing each stage by when its files appear."""
+        """An uninterrupted build, timing each stage's work (from its program's start to its files)."""
         out = self.work / "reference"
         stages = self._stages(out)
         proc = self._start(out)
-        started, stage, seen = time.monotonic(), "convert", set()
+        began: dict[str, float] = {}
+        stage, seen = _current(stages), set()
         while proc.poll() is None:
-            seen.update(descendants(proc.pid))
+            pids = descendants(proc.pid)
+            seen.update(pids)
             now = _current(stages)
+            if now not in began and _working(now, stages, pids):
+                began[now] = time.monotonic()
             if now != stage:
-                self.durations[stage] = time.monotonic() - started
-                stage, started = now, time.monotonic()
-            time.sleep(0.02)
-        self.durations.setdefault(stage, time.monotonic() - started)
+                if stage in began:
+                    self.durations[stage] = time.monotonic() - began[stage]
+                stage = now
+            time.sleep(0.01)
+        if stage in began:
+            self.durations.setdefault(stage, time.monotonic() - began[stage])
         err = proc.stderr.read() if proc.stderr else ""
         if proc.returncode != 0:
             raise SystemExit(f"the reference build failed ({proc.returncode}): {err[-2000:]}")
@@ -180,7 +213,7 @@ class Chaos:
             self.report.problems.append(f"{when}: processes left running {left}")
 
     def kill_in(self, out: Path, target: str) -> None:
-        """Run the build, and kill it at a random moment once it has reached `target`."""
+        """Run the build; once `target`'s work is under way, kill it at a random moment within that stage."""
         stages = self._stages(out)
         signum = self.random.choice(self.signals)
         fraction = self.random.random()
@@ -189,8 +222,11 @@ class Chaos:
         order = [name for name, _ in stages] + ["finishing"]
         reached = None
         while proc.poll() is None:
-            seen.update(descendants(proc.pid))
-            if reached is None and order.index(_current(stages)) >= order.index(target):
+            pids = descendants(proc.pid)
+            seen.update(pids)
+            # A stage that went by between two looks (package is short) counts as reached: kill at once.
+            if reached is None and (_working(target, stages, pids)
+                                    or order.index(_current(stages)) > order.index(target)):
                 reached = time.monotonic()
             if reached is not None and time.monotonic() - reached >= fraction * self.durations.get(target, 1.0):
                 stage = _current(stages)
@@ -207,7 +243,7 @@ class Chaos:
                     self.report.problems.append(f"{signal.Signals(signum).name} in {stage} left .partial files")
                 self.report.problems += [f"after a kill in {stage}: {b}" for b in _whole_or_absent(out)]
                 return
-            time.sleep(0.01)
+            time.sleep(0.005)
         self.report.missed += 1
         if proc.returncode != 0:
             self.report.problems.append(f"a run aimed at {target} failed with {proc.returncode}: "

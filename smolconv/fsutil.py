@@ -29,6 +29,7 @@ def staged_dir(final: Path, *, force: bool) -> Iterator[Path]:
 
     Without `force`, an existing non-empty `final` is an error rather than being overwritten.
     """
+    recover_replaced(final)
     if final.exists() and any(final.iterdir()) and not force:
         raise SmolconvError(f"{final} already exists and is not empty", "pass --force to replace it")
     ensure_writable_dir(final.parent)
@@ -42,13 +43,34 @@ def staged_dir(final: Path, *, force: bool) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if final.exists():
-        old = final.with_name(f".{final.name}.old")
+        old = _replaced_path(final)
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
         os.replace(staging, final)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, final)
+
+
+def _replaced_path(final: Path) -> Path:
+    """Where staged_dir moves the folder it replaces, between its two renames."""
+    return final.with_name(f".{final.name}.old")
+
+
+def recover_replaced(final: Path) -> None:
+    """Finish what a staged_dir killed between its renames left (SIGKILL runs no cleanup).
+
+    Killed after moving the old `final` aside but before the new one took its name, `final` is missing: the old
+    folder goes back, as if that run had never finished. Killed after the new one took its name, the old one is
+    only a leftover: it goes. The old folder is whole in both cases (it is only deleted once `final` exists).
+    """
+    old = _replaced_path(final)
+    if not old.is_dir() or old.is_symlink():
+        return
+    if final.exists() or final.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(old, final)
 
 
 def partial_path(final: Path) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 from smolconv.adapter import AdapterInfo
 from smolconv.checkpoint import CheckpointInfo
 from smolconv.errors import SmolconvError
-from smolconv.fsutil import staged_dir
+from smolconv.fsutil import recover_replaced, staged_dir
 from smolconv.manifest import Manifest
 from smolconv.progress import ProgressFn, no_progress
 
@@ -56,6 +56,7 @@ def merge(options: MergeOptions, progress: ProgressFn = no_progress) -> MergeRes
 
     out_dir = Path(options.out_dir)
     target = out_dir / MERGED_DIR
+    recover_replaced(target)  # a merge killed mid-replace: before asking whether the merged folder is current
     manifest = Manifest.load(out_dir)
     inputs = merge_inputs(manifest, options.base, options.adapter)
     params = {"dtype": MERGE_DTYPE, "peft": peft.__version__, "transformers": transformers.__version__}

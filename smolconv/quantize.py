@@ -263,11 +263,11 @@ def _quantize_one(manifest: Manifest, toolchain: Toolchain, source: Path, target
     with manifest.staged_output(target) as tmp:
         args = [toolchain.tool("llama-quantize")]
         if imatrix:
-            args += ["--imatrix", imatrix]
-        args += [source, tmp, qtype]
+            args += ["--imatrix", _imatrix_arg(imatrix, source.parent)]
+        args += [source.absolute(), tmp.absolute(), qtype]
         if options.threads:
             args.append(str(options.threads))
-        output = run_tool(args, what=f"quantizing {source.name} to {qtype}",
+        output = run_tool(args, what=f"quantizing {source.name} to {qtype}", cwd=source.parent,
                           fix="check the type name and free disk space").output
         report = tensor_report(tmp, qtype)
     report.path = target
@@ -277,6 +277,15 @@ def _quantize_one(manifest: Manifest, toolchain: Toolchain, source: Path, target
     manifest.record_step(step, key, params, inputs, [target], report.seconds, extra={"report": report.to_dict()})
     manifest.save()
     return report
+
+
+def _imatrix_arg(imatrix: Path, out_dir: Path) -> str:
+    """The matrix as llama-quantize (run in `out_dir`) is told it: it writes this text into the GGUF
+    (quantize.imatrix.file). One the build computed, in `out_dir`, is named alone, so the same build in another
+    directory gives the same bytes; one given with --imatrix keeps its full path."""
+    if imatrix.parent.resolve() == out_dir.resolve():
+        return imatrix.name
+    return str(imatrix.absolute())
 
 
 def _compute_imatrix(manifest: Manifest, toolchain: Toolchain, model: Path, text: Path,

@@ -159,6 +159,33 @@ _LAUNCHER = (
     "try:os.execv(sys.argv[2],sys.argv[3:])\n"
     "except OSError as e:sys.stderr.write(f'{sys.argv[2]}: {e.strerror}\\n');os._exit(127)\n"
 )
+# The parent-death signal reaches only the direct child, and a program that starts a tree of its own (cmake:
+# make, the compilers) would leave that tree running. For those the launcher stays as a supervisor: it leads the
+# child's process group, forks the program into it and waits; on smolconv's death (its parent-death signal,
+# SIGUSR1 here) it SIGKILLs the whole group, itself included. It ignores the ordinary stop signals, since
+# runner signals the whole group and the program decides how it ends; then it exits as the program did (the
+# same exit code, or the same signal raised on itself, without a core file), so run_tool sees the program's own
+# returncode.
+# The program gets the default dispositions back before its exec (an ignored signal would stay ignored).
+_SUPERVISOR = (
+    "import ctypes,os,signal,sys\n"
+    "stops=(signal.SIGINT,signal.SIGTERM,signal.SIGHUP)\n"
+    "for s in stops:signal.signal(s,signal.SIG_IGN)\n"
+    "signal.signal(signal.SIGUSR1,lambda *_:os.killpg(0,signal.SIGKILL))\n"
+    "if ctypes.CDLL(None,use_errno=True).prctl(1,signal.SIGUSR1,0,0,0)!=0 or os.getppid()!=int(sys.argv[1]):"
+    "os._exit(126)\n"
+    "pid=os.fork()\n"
+    "if pid==0:\n"
+    " for s in (*stops,signal.SIGUSR1):signal.signal(s,signal.SIG_DFL)\n"
+    " try:os.execv(sys.argv[2],sys.argv[3:])\n"
+    " except OSError as e:sys.stderr.write(f'{sys.argv[2]}: {e.strerror}\\n');os._exit(127)\n"
+    "status=os.waitpid(pid,0)[1]\n"
+    "if os.WIFSIGNALED(status):\n"
+    " import resource;resource.setrlimit(resource.RLIMIT_CORE,(0,0));s=os.WTERMSIG(status)\n"
+    " if s!=signal.SIGKILL:signal.signal(s,signal.SIG_DFL)\n"
+    " os.kill(os.getpid(),s)\n"
+    "os._exit(os.waitstatus_to_exitcode(status))\n"
+)
 _TIE_TO_PARENT = sys.platform.startswith("linux")
 
 
@@ -215,19 +242,21 @@ def _resolve(argv: Sequence[str], popen_args: Mapping) -> str:
     return str(path.absolute())
 
 
-def _tied(argv: Sequence[str], popen_args: Mapping) -> list[str]:
+def _tied(argv: Sequence[str], popen_args: Mapping, tree: bool) -> list[str]:
     if not _TIE_TO_PARENT:
         return list(argv)
-    return [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(os.getpid()), _resolve(argv, popen_args), *argv]
+    launcher = _SUPERVISOR if tree else _LAUNCHER
+    return [sys.executable, "-I", "-S", "-c", launcher, str(os.getpid()), _resolve(argv, popen_args), *argv]
 
 
-def _start(argv: Sequence[str], **popen_args) -> subprocess.Popen:
+def _start(argv: Sequence[str], *, tree: bool = False, **popen_args) -> subprocess.Popen:
     """subprocess.Popen through the spawner, tied to smolconv's life, with stop signals held until it is recorded.
 
     An Interrupted raised while the child is being started would lose the caller's handle on it; the child is
     in `_running` either way (stop_all_children stops it), and holding the signals lets the caller's own
     cleanup (run_tool, ServerProcess) see it too. Python handlers can only be swapped on the main thread;
-    elsewhere the signal is not ours to hold.
+    elsewhere the signal is not ours to hold. `tree`: the program starts processes of its own, so it runs under
+    the supervising launcher (see _SUPERVISOR) and the child's pid is the supervisor's, not the program's.
     """
     held: list[int] = []
     replaced = {}
@@ -248,7 +277,7 @@ def _start(argv: Sequence[str], **popen_args) -> subprocess.Popen:
     # child started) in order, instead of all of them receiving SIGINT at once.
     popen_args["start_new_session"] = True
     try:
-        proc = _spawner.popen(_tied(argv, popen_args), popen_args)
+        proc = _spawner.popen(_tied(argv, popen_args, tree), popen_args)
     except BaseException:
         deliver_held()  # an interrupt outranks the failure to start
         raise
@@ -282,17 +311,20 @@ def run_tool(
     timeout: float | None = None,
     on_line: Callable[[str], None] | None = None,
     check: bool = True,
+    tree: bool = False,
 ) -> ToolResult:
     """Run a program to completion, streaming its output lines to `on_line`.
 
     `what` names the step for the error message ("building llama.cpp"), `fix` tells the user what to do
-    when it fails; `check=False` returns a non-zero exit instead (for tools whose --help exits 1).
+    when it fails; `check=False` returns a non-zero exit instead (for tools whose --help exits 1); `tree=True`
+    for a program that starts others (cmake, pip), so none of them outlives smolconv killed with SIGKILL.
     Output is kept whole in the result; only the last lines go into an error.
     """
     argv = [str(a) for a in args]
     try:
         proc = _start(
             argv,
+            tree=tree,
             cwd=cwd,
             env=tool_env(env),
             stdout=subprocess.PIPE,

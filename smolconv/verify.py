@@ -275,26 +275,30 @@ def gguf_tokens(url: str, text: str) -> list[int]:
     return response.json().get("tokens", [])
 
 
-def compare_text(variant: Variant, checkpoint: Path, prompts: tuple[str, ...], toolchain: Toolchain,
-                 tokenizer, model, threads: int | None) -> list[PromptResult]:
+def text_server(variant: Variant, toolchain: Toolchain, threads: int | None):
+    """llama-server on the variant's text model alone, for compare_text (a context manager that stops it)."""
     from smolconv.serve import ServeOptions, start_server
 
     options = ServeOptions(variant.text_path.parent, variant.name, port=0, num_ctx=2048, projector=False,
                            threads=threads)
+    return start_server(options, toolchain, variant=variant)
+
+
+def compare_text(url: str, prompts: tuple[str, ...], tokenizer, model) -> list[PromptResult]:
+    """Each prompt's next-token distribution from the server at `url` against the reference model's."""
     results = []
-    with start_server(options, toolchain, variant=variant) as server:
-        for prompt in prompts:
-            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            reference = reference_logits(model, ids)
-            logprobs = gguf_logprobs(server.url, ids, len(reference))
-            finite = np.isfinite(logprobs)  # a probability below float's range comes back as log(0)
-            a, b = centred(reference[finite]), centred(logprobs[finite])
-            results.append(PromptResult(
-                prompt=prompt, n_tokens=len(ids), nmse=nmse(a, b),
-                top1_hf=int(np.argmax(reference)), top1_gguf=int(np.argmax(logprobs)),
-                tokenizer_same=gguf_tokens(server.url, prompt) == ids,
-                adapter_kl=adapter_effect(model, ids, reference),
-            ))
+    for prompt in prompts:
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        reference = reference_logits(model, ids)
+        logprobs = gguf_logprobs(url, ids, len(reference))
+        finite = np.isfinite(logprobs)  # a probability below float's range comes back as log(0)
+        a, b = centred(reference[finite]), centred(logprobs[finite])
+        results.append(PromptResult(
+            prompt=prompt, n_tokens=len(ids), nmse=nmse(a, b),
+            top1_hf=int(np.argmax(reference)), top1_gguf=int(np.argmax(logprobs)),
+            tokenizer_same=gguf_tokens(url, prompt) == ids,
+            adapter_kl=adapter_effect(model, ids, reference),
+        ))
     return results
 
 
@@ -414,10 +418,14 @@ def verify(options: VerifyOptions, toolchain: Toolchain, progress=lambda stage, 
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
         raise SmolconvError(f"the adapter of {out_dir} is not at {adapter}",
                             "run `smolconv build` with --adapter again")
-    progress("loading the Hugging Face reference (float32)" + (" with the adapter" if adapter else ""), None)
-    tokenizer, model = _load_reference(checkpoint, adapter)
-    progress("F16 logits against transformers", None)
-    text = compare_text(base, checkpoint, options.prompts, toolchain, tokenizer, model, options.threads)
+    # The server first: it fails fast on a bad GGUF, before the slow import of transformers and the reference
+    # load, and it sits in memory no longer than before (compare_text holds both at once anyway).
+    progress("starting llama-server with F16", None)
+    with text_server(base, toolchain, options.threads) as server:
+        progress("loading the Hugging Face reference (float32)" + (" with the adapter" if adapter else ""), None)
+        tokenizer, model = _load_reference(checkpoint, adapter)
+        progress("F16 logits against transformers", None)
+        text = compare_text(server.url, options.prompts, tokenizer, model)
     vision = VisionResult(False, reason="not checked (--no-vision)")
     if options.vision:
         progress("projector output against the HF connector", None)

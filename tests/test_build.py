@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from gguf import GGUFReader
 
+from smolconv.gguf_header import read_gguf_header
 from smolconv.hashing import sha256_file
 from smolconv.models import END_OF_UTTERANCE_ID
 from smolconv.pipeline import BuildOptions, build
@@ -303,6 +304,8 @@ def test_imatrix_from_text_and_quantized_projector(toolchain, fixture_tiny, tmp_
     assert GGUFReader(out / "imatrix.gguf").fields  # a real GGUF imatrix
     manifest = json.loads((out / "build.json").read_text())
     assert manifest["steps"]["quantize:Q4_K_M"]["params"]["imatrix"] == "imatrix.gguf"
+    # llama-quantize writes the matrix's path into the GGUF: named alone, the bytes do not depend on --out.
+    assert read_gguf_header(result.quantized.reports[0].path).get("quantize.imatrix.file") == "imatrix.gguf"
     projector = GGUFReader(result.quantized.mmproj)
     assert projector.fields["general.type"].contents() == "mmproj"
     assert "Q8_0" in {t.tensor_type.name for t in projector.tensors}

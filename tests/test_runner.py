@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -60,3 +61,24 @@ def test_a_server_left_running_is_stopped_when_smolconv_exits():
     assert result.returncode != 0 and "KeyboardInterrupt" in result.stderr
     child = int(result.stdout.split()[0])
     assert not pid_is_running(child), "the child outlived the Python process that started it"
+
+
+@pytest.mark.parametrize("script, returncode", [("exit 3", 3), ("kill -TERM $$", -15), ("kill -KILL $$", -9)],
+                         ids=["exit", "SIGTERM", "SIGKILL"])
+def test_a_tree_reports_the_programs_own_status(script, returncode):
+    """Under the supervising launcher (tree=True) the program's exit code or signal is what run_tool sees."""
+    result = run_tool(["sh", "-c", f"echo started; {script}"], what="a tree", fix="-", check=False, tree=True)
+    assert (result.returncode, result.output) == (returncode, "started")
+
+
+
+def test_timeout_kills_a_whole_tree():
+    """A timed-out program's own children go too: the whole group is killed, supervisor included."""
+    lines: list[str] = []
+    with pytest.raises(ToolFailed, match="ran longer than 1 s"):
+        run_tool(["sh", "-c", "sleep 60 & echo $!; wait"], what="waiting", fix="-", timeout=1, tree=True,
+                 on_line=lines.append)
+    deadline = time.monotonic() + 5  # SIGKILL is sent, not waited for: the orphaned sleep dies a moment later
+    while pid_is_running(int(lines[0])) and time.monotonic() < deadline:  # sh's own child, sleep
+        time.sleep(0.05)
+    assert not pid_is_running(int(lines[0]))
