@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.conftest import descendants, pid_is_running
+from tests.conftest import cmdline, descendants, pid_is_running
 
 # Files that are a product of the build (compared byte for byte); verify's and smoke's reports hold timings.
 _REPORTS = ("build.json", "verify.json", "README.md")
@@ -77,14 +77,6 @@ _PROGRAMS = {"convert": "convert_hf_to_gguf", "imatrix": "llama-imatrix", "quant
 _LAUNCHER_MARK = " -I -S -c "  # runner's launcher before it execs the program (its command line names it too)
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError):
-        return ""
-
-
 def _working(stage: str, stages, pids) -> bool:
     """`stage` is the first unfinished one and its program runs (for package: its turn has come)."""
     if _current(stages) != stage:
@@ -92,7 +84,7 @@ def _working(stage: str, stages, pids) -> bool:
     program = _PROGRAMS.get(stage)
     if program is None:
         return True
-    return any(program in line and _LAUNCHER_MARK not in line for line in map(_cmdline, pids))
+    return any(program in line and _LAUNCHER_MARK not in line for line in map(cmdline, pids))
 
 
 def _current(stages) -> str:

@@ -153,6 +153,15 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def cmdline(pid: int) -> str:
+    """The command line of `pid`, arguments joined by spaces; "" once it has gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
 def pid_is_running(pid: int) -> bool:
     """The process exists and has not exited (a zombie has)."""
     try:

@@ -20,7 +20,7 @@ import pytest
 
 from smolconv.serve import free_port
 from smolconv.toolchain import LLAMA_CPP_SDIST, cache_root
-from tests.conftest import descendants, pid_is_running
+from tests.conftest import cmdline, descendants, pid_is_running
 
 # Every signal on every command family: each sends it while the family's child runs.
 STOP_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
@@ -33,20 +33,12 @@ def start_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except FileNotFoundError:
-        return ""
-
-
 def wait_for_child(proc: subprocess.Popen, program: str, timeout: float = 300) -> int:
     """The pid of smolconv's child running `program` (after the launcher has exec'd it)."""
     deadline = time.monotonic() + timeout
     while True:
         for pid in descendants(proc.pid):
-            line = _cmdline(pid)
+            line = cmdline(pid)
             if program in line and "-I -S -c" not in line:
                 return pid
         if proc.poll() is not None:
@@ -66,7 +58,7 @@ def stop_and_check(proc: subprocess.Popen, signum: int, expected: int) -> str:
     if expected != 0:
         assert f"stopped by {signal.Signals(signum).name}" in err.splitlines()[-1], err
     left = [pid for pid in seen if pid_is_running(pid)]
-    assert not left, f"left running: {[_cmdline(pid) for pid in left]}"
+    assert not left, f"left running: {[cmdline(pid) for pid in left]}"
     return err
 
 
@@ -167,14 +159,14 @@ def test_sigkill_during_setup_leaves_no_compiler(toolchain, tmp_path):
     proc = _start_setup(tmp_path, CMAKE_C_COMPILER_LAUNCHER=str(slow), CMAKE_CXX_COMPILER_LAUNCHER=str(slow))
     wait_for_child(proc, "sleep 300", timeout=600)  # configured, and `cmake --build` compiling
     tree = descendants(proc.pid)
-    programs = " ".join(_cmdline(pid) for pid in tree)
+    programs = " ".join(cmdline(pid) for pid in tree)
     assert "--build" in programs and "make" in programs and str(slow) in programs, programs  # grandchildren too
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
     deadline = time.monotonic() + 5
     while (left := [pid for pid in tree if pid_is_running(pid)]) and time.monotonic() < deadline:
         time.sleep(0.1)
-    survivors = [_cmdline(pid) for pid in left]
+    survivors = [cmdline(pid) for pid in left]
     for pid in left:  # this test's own leftovers: not for the next test to trip over
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
