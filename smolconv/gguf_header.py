@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import mmap
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,6 +126,27 @@ def read_gguf_header(path: Path, arrays: tuple[str, ...] = ()) -> GGUFHeader:
     except FileNotFoundError:
         raise SmolconvError(f"{path} does not exist", "pass a .gguf file that `smolconv build` wrote") from None
     return _read_header(path.resolve(), stat.st_size, stat.st_mtime_ns, tuple(arrays))
+
+
+def dequantized_tensors(path: Path, names: frozenset[str] | None = None) -> Iterator[tuple[TensorInfo, object]]:
+    """Each tensor of `path` (or those in `names`) as a float32 numpy array, axes in numpy's order (the row
+    length last, where GGUF lists it first), dequantized with gguf-py. The arrays are copies: the file is
+    mapped only while this runs."""
+    import numpy as np
+    from gguf.quants import dequantize
+
+    header = read_gguf_header(path)
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        for tensor in header.tensors:
+            if names is not None and tensor.name not in names:
+                continue
+            raw = np.frombuffer(mapped, dtype=np.uint8, count=tensor.n_bytes,
+                                offset=header.data_offset + tensor.offset)
+            shape = tuple(reversed(tensor.shape))
+            rows = raw.reshape(int(np.prod(shape[:-1], dtype=np.int64)), -1)
+            values = dequantize(rows, tensor.tensor_type).reshape(shape).astype(np.float32)
+            del raw, rows  # views into the map, which cannot close while they exist (astype copied the values)
+            yield tensor, values
 
 
 @functools.lru_cache(maxsize=32)

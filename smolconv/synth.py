@@ -25,7 +25,7 @@ from pathlib import Path
 
 from smolconv.errors import SmolconvError
 from smolconv.fsutil import staged_dir
-from smolconv.gguf_header import read_gguf_header
+from smolconv.gguf_header import dequantized_tensors, read_gguf_header
 from smolconv.hashing import sha256_file
 from smolconv.models import (
     CHAT_TEMPLATE,
@@ -398,12 +398,9 @@ def _llama_state_dict(gguf_path: Path) -> dict:
     per tensor. The same library pieces are used once each here: gguf-py's name map and dequantization, and
     transformers' Llama tensor processor, which undoes the converter's rotary permutation of q and k.
     """
-    import mmap
-
     import numpy as np
     import torch
     from gguf import MODEL_ARCH, get_tensor_name_map
-    from gguf.quants import dequantize
     from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
     header = read_gguf_header(gguf_path)
@@ -418,19 +415,12 @@ def _llama_state_dict(gguf_path: Path) -> dict:
     to_hf = {names.get_name(name) + ".weight": name + ".weight" for name in hf_names}
 
     state = {}
-    with open(gguf_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        for tensor in header.tensors:
-            if tensor.name not in to_hf:
-                raise SmolconvError(f"{gguf_path.name} has a tensor {tensor.name} that SmolLM2 does not",
-                                    "report this as a smolconv bug")
-            raw = np.frombuffer(mapped, dtype=np.uint8, count=tensor.n_bytes,
-                                offset=header.data_offset + tensor.offset)
-            shape = tuple(reversed(tensor.shape))  # GGUF lists ne[0] (the row length) first
-            rows = raw.reshape(int(np.prod(shape[:-1], dtype=np.int64)), -1)
-            values = dequantize(rows, tensor.tensor_type).reshape(shape).astype(np.float32)
-            del raw, rows  # views into the map, which cannot close while they exist (astype copied the values)
-            values = processor.process(values, tensor.name).weights
-            state[to_hf[tensor.name]] = torch.from_numpy(np.ascontiguousarray(values))
+    for tensor, values in dequantized_tensors(gguf_path):
+        if tensor.name not in to_hf:
+            raise SmolconvError(f"{gguf_path.name} has a tensor {tensor.name} that SmolLM2 does not",
+                                "report this as a smolconv bug")
+        values = processor.process(values, tensor.name).weights
+        state[to_hf[tensor.name]] = torch.from_numpy(np.ascontiguousarray(values))
     return state
 
 

@@ -143,19 +143,15 @@ def test_smollm2_weights_read_from_the_gguf_answer_like_smollm2():
 
     # The answer survives a wrong q/k order, so check that too: llama.cpp's converter stores q and k with each
     # head's rotary halves interleaved; doing that to what smolconv read gives the GGUF's tensor back.
-    import mmap
-
     import numpy as np
-    from gguf.quants import dequantize
 
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        for gguf_name, hf_name, heads in (("blk.3.attn_q.weight", "q_proj", config.num_attention_heads),
-                                         ("blk.3.attn_k.weight", "k_proj", config.num_key_value_heads)):
-            info = next(t for t in header.tensors if t.name == gguf_name)
-            raw = np.frombuffer(mapped, np.uint8, info.n_bytes, header.data_offset + info.offset)
-            stored = dequantize(raw.reshape(info.shape[1], -1), info.tensor_type).copy()
-            del raw
-            ours = state[f"model.layers.3.self_attn.{hf_name}.weight"].numpy()
-            interleaved = ours.reshape(heads, 2, -1, ours.shape[1]).swapaxes(1, 2).reshape(ours.shape)
-            assert np.array_equal(interleaved, stored)
-            assert not np.array_equal(ours, stored)
+    from smolconv.gguf_header import dequantized_tensors
+
+    wanted = {"blk.3.attn_q.weight": ("q_proj", config.num_attention_heads),
+              "blk.3.attn_k.weight": ("k_proj", config.num_key_value_heads)}
+    stored = {tensor.name: values for tensor, values in dequantized_tensors(path, frozenset(wanted))}
+    for gguf_name, (hf_name, heads) in wanted.items():
+        ours = state[f"model.layers.3.self_attn.{hf_name}.weight"].numpy()
+        interleaved = ours.reshape(heads, 2, -1, ours.shape[1]).swapaxes(1, 2).reshape(ours.shape)
+        assert np.array_equal(interleaved, stored[gguf_name])
+        assert not np.array_equal(ours, stored[gguf_name])
