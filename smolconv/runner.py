@@ -6,6 +6,7 @@ non-zero exit or a timeout into a ToolFailed that names the program and quotes t
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import collections
 import contextlib
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,12 +95,45 @@ def _raise_interrupted(signum: int, _frame) -> None:
     raise Interrupted(signum)
 
 
+# True while _redeliver_swallowed_stop runs on the main thread: a stop raised inside it would be lost for good.
+_in_unraisable_hook = False
+
+
+def _redeliver_swallowed_stop(unraisable) -> None:
+    """sys.unraisablehook: a stop signal that Python swallowed is sent again, once the main thread is out of here.
+
+    A signal can arrive while the main thread runs a weakref callback or a finalizer (importlib's module-lock
+    callback during any import, a `__del__`). Python prints the Interrupted raised there as "Exception ignored"
+    and goes on, and the command would run to its end and exit 0. So the stop is re-sent from a thread, after
+    this hook has returned, and raised wherever the main thread is then; should that again be such a callback,
+    this hook runs again. Every other unraisable exception goes to the hook that was there before.
+    """
+    global _in_unraisable_hook
+    if not isinstance(unraisable.exc_value, Interrupted):
+        _previous_unraisablehook(unraisable)
+        return
+    _in_unraisable_hook = True
+    threading.Thread(target=_resend_stop, args=(unraisable.exc_value.signum,), daemon=True).start()
+    _in_unraisable_hook = False  # the last statement: nothing after it can run a signal handler in this frame
+
+
+def _resend_stop(signum: int) -> None:
+    while _in_unraisable_hook:
+        time.sleep(0.001)
+    _stopping.clear()  # the first delivery never reached the command, so this one must raise
+    _thread.interrupt_main(signum)  # runs _raise_interrupted on the main thread, as the signal itself would
+
+
+_previous_unraisablehook = sys.unraisablehook
+
+
 def install_stop_handlers() -> None:
     """Make SIGINT, SIGTERM and SIGHUP raise Interrupted on the main thread (the CLI calls this once)."""
     _stopping.clear()
     for signum in STOP_SIGNALS:
         if signum == signal.SIGINT or signal.getsignal(signum) != signal.SIG_IGN:  # keep `nohup`'s SIGHUP ignore
             signal.signal(signum, _raise_interrupted)
+    sys.unraisablehook = _redeliver_swallowed_stop
 
 
 def stop_all_children() -> None:

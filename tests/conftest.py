@@ -136,7 +136,11 @@ def child_pids(pid: int) -> list[int]:
     import os
 
     found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []  # the process ended (or was reaped) after the caller saw it: it has no children now
+    for task in tasks:
         try:
             with open(f"/proc/{pid}/task/{task}/children") as listing:
                 found += [int(child) for child in listing.read().split()]

@@ -63,13 +63,38 @@ def test_a_server_left_running_is_stopped_when_smolconv_exits():
     assert not pid_is_running(child), "the child outlived the Python process that started it"
 
 
+def test_a_stop_signal_that_python_swallows_is_raised_again():
+    """A signal during a weakref callback (importlib's, on any import) must still stop the command.
+
+    Python prints an exception raised in such a callback as "Exception ignored" and goes on: CI once saw a smoke
+    run to its end and exit 0 after SIGHUP. Here the signal is raised inside a callback on purpose.
+    """
+    program = textwrap.dedent("""
+        import signal, time, weakref
+        from smolconv.runner import Interrupted, install_stop_handlers
+        install_stop_handlers()
+        class Thing: pass
+        thing = Thing()
+        ref = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGTERM))
+        try:
+            del thing  # the callback runs here, and the handler inside it
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+            print("ran on")
+        except Interrupted as stop:
+            print("stopped by", stop.name)
+    """)
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert (result.stdout.strip(), result.stderr) == ("stopped by SIGTERM", "")
+
+
 @pytest.mark.parametrize("script, returncode", [("exit 3", 3), ("kill -TERM $$", -15), ("kill -KILL $$", -9)],
                          ids=["exit", "SIGTERM", "SIGKILL"])
 def test_a_tree_reports_the_programs_own_status(script, returncode):
     """Under the supervising launcher (tree=True) the program's exit code or signal is what run_tool sees."""
     result = run_tool(["sh", "-c", f"echo started; {script}"], what="a tree", fix="-", check=False, tree=True)
     assert (result.returncode, result.output) == (returncode, "started")
-
 
 
 def test_timeout_kills_a_whole_tree():
