@@ -63,6 +63,9 @@ class GGUFHeader:
     fields: dict[str, object] = field(default_factory=dict)
     tensors: list[TensorInfo] = field(default_factory=list)
     data_offset: int = 0     # where tensor data starts in the file
+    # Where each metadata entry (key, type, value) lies in the file, in file order, with its value type.
+    kv_spans: dict[str, tuple[int, int, GGUFValueType]] = field(default_factory=dict)
+    little_endian: bool = True
 
     def get(self, key: str, default=None):
         return self.fields.get(key, default)
@@ -178,9 +181,13 @@ def _parse(path: Path, buffer, size: int, arrays: tuple[str, ...], fix: str) -> 
     cursor.at = 8
     tensor_count, kv_count = cursor.unpack("QQ")
     header = GGUFHeader(path=path, version=version)
+    header.little_endian = order == "<"
     for _ in range(kv_count):
+        start = cursor.at
         key = cursor.string()
-        header.fields[key] = cursor.value(GGUFValueType(cursor.unpack("I")), keep=key in arrays)
+        value_type = GGUFValueType(cursor.unpack("I"))
+        header.fields[key] = cursor.value(value_type, keep=key in arrays)
+        header.kv_spans[key] = (start, cursor.at, value_type)
     for _ in range(tensor_count):
         name = cursor.string()
         n_dims = cursor.unpack("I")
@@ -193,3 +200,47 @@ def _parse(path: Path, buffer, size: int, arrays: tuple[str, ...], fix: str) -> 
     if end > size:
         raise SmolconvError(f"{path} is truncated: its tensor data ends at byte {end}, the file at {size}", fix)
     return header
+
+
+def requantized_header(source: GGUFHeader, set_u32: dict[str, int],
+                       tensor_types: list[tuple[str, GGMLQuantizationType]]) -> bytes | None:
+    """The header (with its padding) that llama-quantize writes for `source`: every metadata entry copied
+    byte for byte in the file's order, then the `set_u32` keys with their new values, then one tensor record
+    per (name, type) in the order given, each tensor's data aligned as the source's.
+
+    None where the source is not something this can reproduce (a big-endian file, a tensor it lacks). The
+    caller checks the result against what the tool really wrote.
+    """
+    if not source.little_endian:
+        return None
+    alignment = int(source.fields.get("general.alignment", GGUF_DEFAULT_ALIGNMENT))
+    with open(source.path, "rb") as handle:
+        raw = handle.read(max((end for _, end, _ in source.kv_spans.values()), default=0))
+    # ggml sets a key by removing it and appending it: the keys set move to the end, in the order set.
+    entries = [raw[start:end] for key, (start, end, _) in source.kv_spans.items() if key not in set_u32]
+    entries += [_u32_entry(key, value) for key, value in set_u32.items()]
+
+    by_name = {t.name: t for t in source.tensors}
+    records, offset = [], 0
+    for name, tensor_type in tensor_types:
+        if name not in by_name:
+            return None
+        shape = list(by_name[name].shape)
+        while len(shape) > 1 and shape[-1] == 1:  # ggml counts dimensions up to the last one over 1
+            shape.pop()
+        records.append(_string(name) + struct.pack(f"<I{len(shape)}QIQ", len(shape), *shape, tensor_type, offset))
+        block, size = GGML_QUANT_SIZES[tensor_type]
+        n_bytes = TensorInfo(name, tuple(shape), tensor_type, 0).n_elements // block * size
+        offset += -(-n_bytes // alignment) * alignment
+
+    header = b"".join([struct.pack("<IIQQ", GGUF_MAGIC, 3, len(records), len(entries)), *entries, *records])
+    return header + bytes(-len(header) % alignment)
+
+
+def _string(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack("<Q", len(data)) + data
+
+
+def _u32_entry(key: str, value: int) -> bytes:
+    return _string(key) + struct.pack("<II", GGUFValueType.UINT32, value)

@@ -72,6 +72,12 @@ class Manifest:
         self.data["hash_cache"][key] = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         return digest
 
+    def remember_sha256(self, path: Path, digest: str) -> None:
+        """The sha256 of `path` as it is now, computed by the caller (e.g. while the file was written)."""
+        stat = path.stat()
+        self.data["hash_cache"][str(path.resolve())] = {"sha256": digest, "size": stat.st_size,
+                                                        "mtime_ns": stat.st_mtime_ns}
+
     def sha256_soon(self, paths) -> None:
         """Start hashing files that a later `sha256()` will ask for, on a background thread.
 

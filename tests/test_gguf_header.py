@@ -9,6 +9,7 @@ from gguf import GGUFReader
 
 from smolconv.errors import SmolconvError
 from smolconv.gguf_header import ArrayField, read_gguf_header
+from smolconv.quantize import expected_header
 
 
 def test_every_field_and_tensor_matches_gguf_py(build_256m_q4_q8):
@@ -52,3 +53,14 @@ def test_a_file_that_is_not_gguf_or_is_cut_short_is_named(build_256m_q4_q8, tmp_
         handle.truncate(5000)  # inside the vocabulary
     with pytest.raises(SmolconvError, match=r"header-only.gguf is not a readable GGUF file \(its header is cut short"):
         read_gguf_header(header_only)
+
+
+@pytest.mark.parametrize("qtype", ["Q4_K_M", "Q8_0"])
+def test_the_header_llama_quantize_writes_last_is_known_before_it_runs(qtype, build_256m_q4_q8, toolchain):
+    """quantize hashes its output while llama-quantize writes it, starting from this header: byte for byte what
+    llama-quantize wrote (key order, tensor order, types, offsets, padding), or every build hashes twice."""
+    f16 = next(build_256m_q4_q8.glob("*-F16.gguf"))
+    quantized = f16.with_name(f16.name.replace("-F16.gguf", f"-{qtype}.gguf"))
+    with open(quantized, "rb") as handle:
+        written = handle.read(read_gguf_header(quantized).data_offset)
+    assert expected_header(toolchain, f16, qtype) == written

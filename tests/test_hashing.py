@@ -1,11 +1,13 @@
 """sha256 of files: the same digest as hashlib's, for every size the mapped reader treats apart."""
 
 import hashlib
+import subprocess
+import sys
 
 import pytest
 
 from smolconv import hashing
-from smolconv.hashing import BackgroundHash, sha256_file
+from smolconv.hashing import BackgroundHash, WrittenFileHash, sha256_file
 
 
 @pytest.mark.parametrize("size", [0, 1, 4096, 3 * 1024 * 1024 + 17])
@@ -30,3 +32,34 @@ def test_background_hash_hands_its_error_to_the_caller(tmp_path):
     job = BackgroundHash(tmp_path)  # stat works on a folder; opening it on the thread fails
     with pytest.raises(IsADirectoryError):
         job.result()
+
+
+# Writes as llama-quantize does: zeros where the header goes, the data front to back (flushed, with pauses, so
+# the hash follows a file still growing), then the header over the zeros.
+HEADER_LAST_WRITER = """
+import sys, time
+path, header = sys.argv[1], bytes.fromhex(sys.argv[2])
+with open(path, "wb") as f:
+    f.write(bytes(len(header)))
+    f.flush()
+    for i in range(30):
+        f.write(bytes([i]) * 100_003)
+        f.flush()
+        time.sleep(0.01)
+    f.seek(0)
+    f.write(header)
+"""
+
+
+@pytest.mark.parametrize("predicted, matched", [
+    (b"HEAD" * 8, True),
+    (b"FOOT" * 8, False),   # a wrong prediction: the file is hashed again
+    (b"HEAD" * 4, False),   # right as far as it goes, but the writer rewrote more: hashed again
+], ids=["right", "wrong", "short"])
+def test_written_file_hash_follows_a_writer_that_puts_its_header_last(predicted, matched, tmp_path):
+    header = b"HEAD" * 8
+    path = tmp_path / "out.gguf"
+    job = WrittenFileHash(path, predicted)  # before the file exists, as quantize starts it
+    subprocess.run([sys.executable, "-c", HEADER_LAST_WRITER, str(path), header.hex()], check=True)
+    assert job.finish(header_size=len(header)) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert job.header_matched is matched
