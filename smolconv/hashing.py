@@ -85,12 +85,14 @@ class WrittenFileHash:
     def _follow(self) -> None:
         try:
             while True:
+                done = self._writer_done.is_set()  # read before trying: a writer that is done made the file
                 try:
                     fd = os.open(self.path, os.O_RDONLY)
                     break
                 except FileNotFoundError:
-                    if self._writer_done.wait(self._POLL):
+                    if done:
                         raise
+                    self._writer_done.wait(self._POLL)
             try:
                 self._hash_as_written(fd)
             finally:

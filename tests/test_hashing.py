@@ -63,3 +63,15 @@ def test_written_file_hash_follows_a_writer_that_puts_its_header_last(predicted,
     subprocess.run([sys.executable, "-c", HEADER_LAST_WRITER, str(path), header.hex()], check=True)
     assert job.finish(header_size=len(header)) == hashlib.sha256(path.read_bytes()).hexdigest()
     assert job.header_matched is matched
+
+
+def test_written_file_hash_of_a_file_written_between_two_looks(tmp_path):
+    """A small file can appear and be complete while the hash waits to look again (a tiny projector did)."""
+    import time
+
+    path = tmp_path / "small.gguf"
+    job = WrittenFileHash(path, b"HEAD")
+    time.sleep(0.05)  # the thread has looked, found nothing, and waits before it looks again
+    path.write_bytes(b"HEAD" + b"data" * 10)
+    assert job.finish(header_size=4) == hashlib.sha256(b"HEAD" + b"data" * 10).hexdigest()
+    assert job.header_matched
