@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.conftest import cmdline, descendants, pid_is_running
+from tests.conftest import descendants, pid_is_running, runs_program
 
 # Files that are a product of the build (compared byte for byte); verify's and smoke's reports hold timings.
 _REPORTS = ("build.json", "verify.json", "README.md")
@@ -74,7 +74,6 @@ def _stages(out: Path, stem: str, types: list[str], imatrix: bool, verify: bool,
 # The program whose process shows that a stage's work is under way (package runs in smolconv's own Python).
 _PROGRAMS = {"convert": "convert_hf_to_gguf", "imatrix": "llama-imatrix", "quantize": "llama-quantize",
              "package": None, "verify": "/llama-", "smoke": "llama-server"}
-_LAUNCHER_MARK = " -I -S -c "  # runner's launcher before it execs the program (its command line names it too)
 
 
 def _working(stage: str, stages, pids) -> bool:
@@ -84,7 +83,7 @@ def _working(stage: str, stages, pids) -> bool:
     program = _PROGRAMS.get(stage)
     if program is None:
         return True
-    return any(program in line and _LAUNCHER_MARK not in line for line in map(cmdline, pids))
+    return any(runs_program(pid, program) for pid in pids)
 
 
 def _current(stages) -> str:

@@ -166,6 +166,13 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def runs_program(pid: int, program: str) -> bool:
+    """`pid` runs `program` itself, not smolconv.runner's launcher (`python -I -S -c …`), whose command line
+    names the program too until it execs it."""
+    line = cmdline(pid)
+    return program in line and " -I -S -c " not in line
+
+
 def pid_is_running(pid: int) -> bool:
     """The process exists and has not exited (a zombie has)."""
     try:

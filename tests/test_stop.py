@@ -20,7 +20,7 @@ import pytest
 
 from smolconv.serve import free_port
 from smolconv.toolchain import LLAMA_CPP_SDIST, cache_root
-from tests.conftest import cmdline, descendants, pid_is_running
+from tests.conftest import cmdline, descendants, pid_is_running, runs_program
 
 # Every signal on every command family: each sends it while the family's child runs.
 STOP_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
@@ -38,8 +38,7 @@ def wait_for_child(proc: subprocess.Popen, program: str, timeout: float = 300) -
     deadline = time.monotonic() + timeout
     while True:
         for pid in descendants(proc.pid):
-            line = cmdline(pid)
-            if program in line and "-I -S -c" not in line:
+            if runs_program(pid, program):
                 return pid
         if proc.poll() is not None:
             pytest.fail(f"smolconv exited with {proc.returncode} before {program} ran: {proc.communicate()[1]}")
