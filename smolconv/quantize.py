@@ -34,7 +34,6 @@ IMATRIX_NAME = "imatrix.gguf"
 IMATRIX_CONTEXT = 256
 
 
-
 @dataclass
 class QuantizeOptions:
     out_dir: Path
