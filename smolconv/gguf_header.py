@@ -195,7 +195,7 @@ def _parse(path: Path, buffer, size: int, arrays: tuple[str, ...], fix: str) -> 
         tensor_type, offset = GGMLQuantizationType(cursor.unpack("I")), cursor.unpack("Q")
         header.tensors.append(TensorInfo(name, shape, tensor_type, offset))
     alignment = int(header.fields.get("general.alignment", GGUF_DEFAULT_ALIGNMENT))
-    header.data_offset = -(-cursor.at // alignment) * alignment
+    header.data_offset = _aligned(cursor.at, alignment)
     end = max((header.data_offset + t.offset + t.n_bytes for t in header.tensors), default=header.data_offset)
     if end > size:
         raise SmolconvError(f"{path} is truncated: its tensor data ends at byte {end}, the file at {size}", fix)
@@ -229,12 +229,15 @@ def requantized_header(source: GGUFHeader, set_u32: dict[str, int],
         while len(shape) > 1 and shape[-1] == 1:  # ggml counts dimensions up to the last one over 1
             shape.pop()
         records.append(_string(name) + struct.pack(f"<I{len(shape)}QIQ", len(shape), *shape, tensor_type, offset))
-        block, size = GGML_QUANT_SIZES[tensor_type]
-        n_bytes = TensorInfo(name, tuple(shape), tensor_type, 0).n_elements // block * size
-        offset += -(-n_bytes // alignment) * alignment
+        offset += _aligned(TensorInfo(name, tuple(shape), tensor_type, offset).n_bytes, alignment)
 
     header = b"".join([struct.pack("<IIQQ", GGUF_MAGIC, 3, len(records), len(entries)), *entries, *records])
-    return header + bytes(-len(header) % alignment)
+    return header.ljust(_aligned(len(header), alignment), b"\0")
+
+
+def _aligned(size: int, alignment: int) -> int:
+    """`size` rounded up to a multiple of `alignment`, as GGUF pads its header and each tensor's data."""
+    return -(-size // alignment) * alignment
 
 
 def _string(text: str) -> bytes:

@@ -69,14 +69,15 @@ class Manifest:
             digest = pending.result()
         else:
             digest = sha256_file(path)
-        self.data["hash_cache"][key] = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        self._remember(key, stat, digest)
         return digest
 
     def remember_sha256(self, path: Path, digest: str) -> None:
         """The sha256 of `path` as it is now, computed by the caller (e.g. while the file was written)."""
-        stat = path.stat()
-        self.data["hash_cache"][str(path.resolve())] = {"sha256": digest, "size": stat.st_size,
-                                                        "mtime_ns": stat.st_mtime_ns}
+        self._remember(str(path.resolve()), path.stat(), digest)
+
+    def _remember(self, key: str, stat: os.stat_result, digest: str) -> None:
+        self.data["hash_cache"][key] = {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
     def sha256_soon(self, paths) -> None:
         """Start hashing files that a later `sha256()` will ask for, on a background thread.
