@@ -16,6 +16,7 @@ from rich.table import Table
 
 from smolconv import __version__
 from smolconv.errors import SmolconvError
+from smolconv.models import Layout
 
 app = typer.Typer(
     name="smolconv",
@@ -159,13 +160,20 @@ def synth(
     out: Annotated[Path | None, typer.Option("--out", help="Directory to write (default out/fixtures/…).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the random weights.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing directory.")] = False,
+    layout: Annotated[Layout, typer.Option(
+        "--layout", help="Files as transformers 4.x wrote them (the Hub originals) or as 5.x saves them.")
+    ] = Layout.TRANSFORMERS4,
+    tied: Annotated[bool | None, typer.Option(
+        "--tied/--untied", help="Tie the output layer to the embeddings (default: as the shape's checkpoint).")
+    ] = None,
 ) -> None:
     """Write a SmolVLM2-shaped fixture checkpoint (for tests and benchmarks; not a usable model)."""
     from smolconv.synth import SynthOptions, synth_checkpoint
 
     try:
         with err_console.status("writing fixture") as status:
-            result = synth_checkpoint(SynthOptions(shape=shape, out=out, seed=seed, force=force),
+            result = synth_checkpoint(SynthOptions(shape=shape, out=out, seed=seed, force=force, layout=layout,
+                                                   tied=tied),
                                       progress=lambda msg: status.update(msg))
     except SmolconvError as exc:
         raise _fail(exc) from None
@@ -219,6 +227,11 @@ def _run_stage(llama_cpp: str | None, stage):
             return stage(toolchain, progress)
     except SmolconvError as exc:
         raise _fail(exc) from None
+
+
+def _print_notices(notices: list[str]) -> None:
+    for notice in notices:
+        err_console.print(f"[bold yellow]notice:[/] {notice}", highlight=False, soft_wrap=True)
 
 
 def _print_quant_reports(result) -> None:
@@ -298,6 +311,7 @@ def convert(
         source, out, outtype, toolchain, progress, force=force, adapter=setup))
     verb = "up to date" if result.skipped else f"written in {result.seconds:.1f} s"
     console.print(f"{result.model}\n{result.mmproj}\n{verb}", soft_wrap=True, highlight=False)
+    _print_notices(result.notices)
     if setup is not None:
         made = setup.merged if setup.format == "merge" else setup.gguf
         console.print(f"adapter {setup.info.name} ({setup.format}): {made}", soft_wrap=True, highlight=False)
@@ -376,6 +390,7 @@ def build(
     converted = "reused" if result.converted.skipped else f"converted in {result.converted.seconds:.1f} s"
     console.print(f"{result.converted.model.name} + {result.converted.mmproj.name}: {converted}",
                   soft_wrap=True, highlight=False)
+    _print_notices(result.converted.notices)
     if result.adapter is not None:
         a = result.adapter
         made = a.merged if a.format == "merge" else a.gguf

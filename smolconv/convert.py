@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from smolconv.adapter import AdapterInfo
 from smolconv.checkpoint import CheckpointInfo, checkpoint_files, inspect_checkpoint
@@ -41,6 +43,7 @@ class ConvertResult:
     mmproj: Path
     skipped: bool
     seconds: float
+    notices: list[str] = field(default_factory=list)  # what the user should know about the checkpoint
 
 
 def output_names(name: str, outtype: str) -> tuple[str, str]:
@@ -70,7 +73,7 @@ def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn 
         inputs = {p.name: manifest.sha256(p) for p in input_files}
         if manifest.up_to_date("convert", manifest.step_key(inputs, params), targets, force=False):
             manifest.save()  # keeps the refreshed hash cache
-            return ConvertResult(text_path, mmproj_path, skipped=True, seconds=0.0)
+            return ConvertResult(text_path, mmproj_path, skipped=True, seconds=0.0, notices=info.notices)
     else:
         manifest.refuse_foreign(targets, force=options.force)
 
@@ -93,11 +96,13 @@ def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn 
     # A merged checkpoint is converted for a source that is the base: its record keeps the base's files.
     converted_source = source.path.resolve() == info.path.resolve()
     files = inputs if converted_source else {p.name: manifest.sha256(p) for p in checkpoint_files(source.path)}
-    manifest.data["source"] = {**source.to_record(), "files": files}
+    # Where the chat template came from (None: the checkpoint has none, and the models get SmolVLM2's).
+    template = info.chat_template.file if info.chat_template else None
+    manifest.data["source"] = {**source.to_record(), "files": files, "chat_template": template}
     manifest.data["llama_cpp"] = toolchain.describe()
     manifest.record_step("convert", key, params, inputs, targets, seconds)
     manifest.save()
-    return ConvertResult(text_path, mmproj_path, skipped=False, seconds=seconds)
+    return ConvertResult(text_path, mmproj_path, skipped=False, seconds=seconds, notices=info.notices)
 
 
 ADAPTER_STEP = "convert-adapter"
@@ -175,6 +180,10 @@ def verify_text_model(path: Path, info: CheckpointInfo) -> None:
     _expect(path, "general.architecture", header.get("general.architecture"), "llama")
     _expect(path, "llama.block_count", header.get("llama.block_count"), info.num_hidden_layers)
     _expect(path, "the vocabulary size", header.array_length("tokenizer.ggml.tokens"), info.vocab_size)
+    freq_base = header.get("llama.rope.freq_base")
+    # GGUF keeps it as float32: compare with the checkpoint's value rounded the same way.
+    _expect(path, "llama.rope.freq_base", None if freq_base is None else float(freq_base),
+            float(np.float32(info.rope_theta)))
 
 
 def verify_mmproj(path: Path, info: CheckpointInfo) -> None:

@@ -86,6 +86,7 @@ def _merge_into(base: CheckpointInfo, adapter: AdapterInfo, staging: Path) -> No
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     model = AutoModelForImageTextToText.from_pretrained(base.path, dtype=torch.float32)
     try:
         merged = PeftModel.from_pretrained(model, adapter.path).merge_and_unload()
@@ -97,10 +98,20 @@ def _merge_into(base: CheckpointInfo, adapter: AdapterInfo, staging: Path) -> No
         if path.is_file() and not path.name.endswith(".safetensors") and path.name not in _NOT_COPIED:
             shutil.copy2(path, staging / path.name)
     # The base's config exactly (the converter routes by text_config.architectures), with the dtype written.
-    config = dict(base.config)
-    config["torch_dtype"] = MERGE_DTYPE
-    (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (staging / "config.json").write_text(json.dumps(_with_dtype(base.config, MERGE_DTYPE), indent=2) + "\n")
     (staging / "README.md").write_text(_card(base, adapter))
+
+
+def _with_dtype(config: dict, dtype: str) -> dict:
+    """`config` with every dtype entry set to `dtype`, under the key its layout uses (`dtype` in transformers 5,
+    `torch_dtype` in 4.x; 5 also writes one into text_config and vision_config)."""
+    config = json.loads(json.dumps(config))
+    config["dtype" if "dtype" in config or "torch_dtype" not in config else "torch_dtype"] = dtype
+    for section in (config.get("text_config"), config.get("vision_config")):
+        for key in ("dtype", "torch_dtype"):
+            if isinstance(section, dict) and key in section:
+                section[key] = dtype
+    return config
 
 
 def _card(base: CheckpointInfo, adapter: AdapterInfo) -> str:

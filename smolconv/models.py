@@ -7,6 +7,7 @@ test shape. These drive `smolconv synth` now and the VRAM planner later.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 VOCAB_SIZE = 49280  # SmolLM2's 49152 tokens plus SmolVLM2's 128 added tokens
 BASE_VOCAB_SIZE = 49152
@@ -33,6 +34,13 @@ def added_tokens() -> dict[int, str]:
         tokens[token_id] = f"<|reserved_special_token_{n}|>"
     tokens[END_OF_UTTERANCE_ID] = "<end_of_utterance>"
     return tokens
+
+
+class Layout(StrEnum):
+    """Which transformers wrote a checkpoint's files: the Hub originals are 4.x's, fine-tunes made today 5.x's."""
+
+    TRANSFORMERS4 = "transformers4"
+    TRANSFORMERS5 = "transformers5"
 
 
 # The chat template the Hub checkpoints ship (identical for 256M, 500M and 2.2B).

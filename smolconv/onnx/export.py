@@ -221,6 +221,7 @@ def load_model(checkpoint: Path, graphs: tuple[str, ...]):
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     # Eager attention: plain MatMul/Softmax in the graph, which every ONNX runtime runs.
     config = AutoConfig.from_pretrained(checkpoint)
     with torch.device("meta"):

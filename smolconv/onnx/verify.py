@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from smolconv.checkpoint import image_processor_config
 from smolconv.errors import SmolconvError
 from smolconv.onnx.runtime import OnnxVLM
 from smolconv.verify import DEFAULT_PROMPTS, KLD_TEXT, nmse, save_report
@@ -151,7 +151,7 @@ def verify_onnx(folder: Path, checkpoint: Path | None = None, variants: tuple[st
         text.append(TextResult(prompt, len(ids), nmse(reference, candidate),
                                bool(np.argmax(reference) == np.argmax(candidate))))
     progress("vision features against the HF connector", None)
-    processor = json.loads((checkpoint / "preprocessor_config.json").read_text())
+    processor = image_processor_config(checkpoint)
     tile = _test_tile(base.config["vision_config"]["image_size"])
     reference = reference_tile_embeddings(model, checkpoint, tile)
     features = tile_features(base, tile, processor)
