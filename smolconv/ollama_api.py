@@ -3,7 +3,9 @@
 Two routes, as `ollama create` itself works: the `ollama` CLI when it is on PATH, otherwise Ollama's
 documented HTTP API at OLLAMA_HOST (docs/api.md): HEAD/POST /api/blobs/sha256:<hex> for each file (skipped
 when the server has it), then POST /api/create with `files` (name → digest), template, system, parameters
-and license. Versions before 0.30.0 cannot run a text model with a separate projector and are refused.
+and license. Versions before 0.30.0 cannot run a text model with a separate projector and are refused; from
+0.34.1 Ollama no longer creates a model with an ADAPTER (ollama/ollama#14969), so a build with a GGUF LoRA is
+refused there before anything is uploaded.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from smolconv.progress import ProgressFn, no_progress
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 MIN_VERSION = (0, 30, 0)
 MIN_VERSION_TEXT = "0.30.0"
+# The first Ollama that refuses to create a model with an ADAPTER (ollama/ollama#14969); models created before
+# still serve with --lora. 0.34.1-rc0 counts as 0.34.1: a release candidate holds the release's changes.
+NO_ADAPTER_CREATE_VERSION = (0, 34, 1)
+NO_ADAPTER_CREATE_VERSION_TEXT = "0.34.1"
 _CHUNK = 1 << 20
 
 
@@ -52,6 +58,21 @@ def check_version(version: str, where: str) -> None:
         raise SmolconvError(
             f"Ollama {version} ({where}) is too old: versions before {MIN_VERSION_TEXT} cannot run a text model "
             "with a separate vision projector", f"upgrade Ollama to {MIN_VERSION_TEXT} or newer")
+
+
+def creates_adapters(version: str) -> bool:
+    """Whether Ollama `version` still creates a model with an ADAPTER (a GGUF LoRA)."""
+    parsed = parse_version(version)
+    return parsed is not None and parsed < NO_ADAPTER_CREATE_VERSION
+
+
+def check_adapter_create(version: str, where: str) -> None:
+    if not creates_adapters(version):
+        raise SmolconvError(
+            f"Ollama {version} ({where}) cannot create a model with an ADAPTER (this build's GGUF LoRA); "
+            f"Ollama refuses it from {NO_ADAPTER_CREATE_VERSION_TEXT} on",
+            "rebuild with --adapter-format merge, or serve the base with its LoRA on llama-server --lora "
+            "(`smolconv serve BUILD` does)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -223,6 +244,11 @@ def create_models(requests: list[CreateRequest], sha256: Callable[[Path], str], 
         check_version(server, "the server")
         if client:
             check_version(client, "the ollama CLI")
+        if any(request.adapters for request in requests):
+            # The CLI reads the Modelfile and the server makes the model: either may be the one that refuses.
+            if client:
+                check_adapter_create(client, "the ollama CLI")
+            check_adapter_create(server, "the server")
         created = []
         for request in requests:
             progress(f"ollama create {request.tag}", None)
@@ -235,6 +261,8 @@ def create_models(requests: list[CreateRequest], sha256: Callable[[Path], str], 
     with OllamaHTTP() as api:
         version = api.version()
         check_version(version, f"the server at {api.host}")
+        if any(request.adapters for request in requests):
+            check_adapter_create(version, f"the server at {api.host}")
         digests: dict[Path, str] = {}
         uploaded: list[str] = []
         reused: list[str] = []

@@ -23,7 +23,8 @@ from smolconv.errors import SmolconvError
 from smolconv.fsutil import ensure_writable_dir
 from smolconv.manifest import Manifest
 from smolconv.models import SHAPES, ModelShape
-from smolconv.ollama_api import CreateReport, CreateRequest, create_models
+from smolconv.ollama_api import (MIN_VERSION_TEXT, NO_ADAPTER_CREATE_VERSION_TEXT, CreateReport, CreateRequest,
+                                 create_models)
 from smolconv.plan import PlanSettings, VariantPlan, build_variants, estimated_variant, format_bytes, plan_variant
 from smolconv.progress import ProgressFn, no_progress
 
@@ -215,7 +216,7 @@ def render_modelfile(spec: ModelfileSpec, directory: Path | None = None) -> str:
     return jinja_environment(directory).get_template(MODELFILE_TEMPLATE).render(
         tag=spec.tag, modelfile_name=spec.modelfile_name, text_file=spec.text_file,
         projector_file=spec.projector_file, adapter_file=spec.adapter_file, template=chat_template(directory),
-        preset=spec.preset,
+        preset=spec.preset, min_ollama=MIN_VERSION_TEXT, no_adapter_ollama=NO_ADAPTER_CREATE_VERSION_TEXT,
         parameters=spec.parameters(), license=spec.license, source=spec.source, plan=plan_view, notes=notes,
     )
 

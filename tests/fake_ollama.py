@@ -1,12 +1,15 @@
 """A FAKE Ollama daemon for the tests only: it follows the HTTP API in Ollama's docs/api.md for the calls
 smolconv makes (version, blobs, create, show, chat) and records them. It is not Ollama and runs no model; it stands in
-for the daemon because Ollama cannot be installed on the machines that run these tests.
+for the daemon because Ollama cannot be installed on the machines that run these tests. `install_cli` puts a fake
+`ollama` CLI on PATH for the other route (`ollama --version`, `ollama create`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
 import tempfile
 import threading
@@ -18,6 +21,16 @@ from pathlib import Path
 MEDIA_MODEL = "application/vnd.ollama.image.model"
 MEDIA_PROJECTOR = "application/vnd.ollama.image.projector"
 MEDIA_ADAPTER = "application/vnd.ollama.image.adapter"
+# From 0.34.1 Ollama no longer creates a model with an ADAPTER (generative-computing/mellea#1651, citing
+# ollama/ollama#14969). Written here apart from smolconv's own constant, so that a test sees the fake refuse
+# whenever smolconv's check lets a request through.
+REFUSES_ADAPTERS_FROM = (0, 34, 1)
+
+
+def refuses_adapters(version: str) -> bool:
+    """Whether the fake, told to be Ollama `version`, refuses a create with adapters; 0.34.1-rc0 is 0.34.1."""
+    numbers = tuple(int(part) for part in re.findall(r"\d+", version.split("-")[0])[:3])
+    return numbers >= REFUSES_ADAPTERS_FROM
 
 
 @dataclass
@@ -106,6 +119,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path == "/api/create":
             request = json.loads(body)
             self.state.creates.append(request)
+            if request.get("adapters") and refuses_adapters(self.state.version):
+                self._json(400, {"error": f"ollama {self.state.version} does not create models with an adapter"})
+                return
             missing = [d for d in [*request.get("files", {}).values(), *request.get("adapters", {}).values()]
                        if d not in self.state.blobs]
             if missing:
@@ -204,3 +220,31 @@ class FakeOllama:
         self.server.shutdown()
         self.server.server_close()
         shutil.rmtree(self.state.blob_dir, ignore_errors=True)
+
+
+CLI_SCRIPT = """#!/bin/sh
+# Test double for the ollama CLI, written by tests/fake_ollama.py. Every create is logged, refused or not.
+case "$1" in
+  --version) echo "ollama version is {version}" ;;
+  create)
+    echo "$*" >> "{log}"
+    if [ "{refuses_adapters}" = yes ] && grep -q "^ADAPTER" "$4"; then
+      echo "Error: ollama {version} does not create models with an adapter" >&2; exit 1
+    fi
+    echo success ;;
+  *) echo "fake ollama: unexpected arguments $*" >&2; exit 2 ;;
+esac
+"""
+
+
+def install_cli(directory: Path, monkeypatch, version: str = "0.33.0") -> Path:
+    """Put a fake `ollama` CLI that says it is `version` first on PATH; returns the log its creates go to."""
+    directory.mkdir(parents=True, exist_ok=True)
+    log = directory / "ollama-calls.log"
+    log.touch()
+    script = directory / "ollama"
+    script.write_text(CLI_SCRIPT.format(version=version, log=log,
+                                        refuses_adapters="yes" if refuses_adapters(version) else "no"))
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{directory}{os.pathsep}{os.environ['PATH']}")
+    return log

@@ -207,7 +207,7 @@ def test_package_create_sends_the_adapter_as_an_adapter_layer(gguf_build, tmp_pa
     import os
 
     out = gguf_build.out_dir
-    with FakeOllama() as fake:
+    with FakeOllama(version="0.34.0") as fake:  # the last Ollama that creates a model with an ADAPTER
         env = {**os.environ, "OLLAMA_HOST": fake.host, "PATH": str(tmp_path), "HOME": str(tmp_path)}
         done = run_cli("package", str(out), "--preset", "general", "--create", "--via", "api", env=env)
         assert done.returncode == 0, done.stderr
@@ -217,6 +217,18 @@ def test_package_create_sends_the_adapter_as_an_adapter_layer(gguf_build, tmp_pa
         assert kinds == sorted([MEDIA_MODEL, MEDIA_PROJECTOR, MEDIA_ADAPTER])
         adapter_layer = next(layer for layer in layers if layer["mediaType"] == MEDIA_ADAPTER)
         assert adapter_layer["digest"] == "sha256:" + sha256_file(out / "text-lora-LoRA-F32.gguf")
+
+
+def test_package_create_of_a_gguf_lora_on_ollama_0_34_1_is_refused_before_any_upload(gguf_build, tmp_path):
+    import os
+
+    with FakeOllama(version="0.34.1") as fake:  # it refuses such a create too: this must be smolconv's line
+        env = {**os.environ, "OLLAMA_HOST": fake.host, "PATH": str(tmp_path), "HOME": str(tmp_path)}
+        refused = run_cli("package", str(gguf_build.out_dir), "--preset", "general", "--create", "--via", "api",
+                          env=env)
+        assert_one_line_error(refused, "Ollama 0.34.1 (the server at", "ADAPTER", "--adapter-format merge", "--lora")
+        assert fake.state.uploads == [] and fake.state.creates == []
+        assert fake.state.requests == [("GET", "/api/version")]
 
 
 def test_publishing_a_gguf_lora_build_ships_the_adapter_file(gguf_build, tmp_path):

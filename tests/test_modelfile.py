@@ -73,6 +73,14 @@ def test_every_field_reads_back():
     assert values["temperature"] == "0.0" and values["license"] == 'Line 1\n"quoted"\nLine 3'
 
 
+def test_the_header_says_which_ollama_versions_create_it():
+    plain = render_modelfile(_spec(None)).splitlines()
+    with_lora = render_modelfile(replace(_spec(None), adapter_file="./my-lora-LoRA-F32.gguf")).splitlines()
+    assert "# Needs Ollama 0.30.0 or newer" in plain[3] and "0.34.1" not in "".join(plain)
+    assert with_lora[3].startswith("# Needs Ollama 0.30.0 up to before 0.34.1 to create it:")
+    assert ("adapter", "./my-lora-LoRA-F32.gguf") in parse("\n".join(with_lora))
+
+
 @pytest.mark.parametrize("value", ['one"""\ntwo"\nthree', 'first line ends with triple"""\nsecond line'])
 def test_values_no_quoting_can_hold_are_refused_in_one_line(value):
     with pytest.raises(SmolconvError) as info:
