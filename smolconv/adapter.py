@@ -19,13 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smolconv.checkpoint import CheckpointInfo, inspect_checkpoint, read_json_object, safetensors_header
+from smolconv.choices import AdapterFormat
 from smolconv.errors import SmolconvError
 from smolconv.manifest import Manifest
-from smolconv.pull import PullOptions, Source, pull_adapter, resolve_model
+from smolconv.progress import ProgressFn, no_progress
+from smolconv.pull import PullOptions, Source, pull, pull_adapter, resolve_model
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
-FORMATS = ("merge", "gguf")
+FORMATS = tuple(AdapterFormat)
 _PREFIX = "base_model.model."
 
 # Which part of SmolVLM a module belongs to, by its path in the checkpoint.
@@ -359,3 +361,21 @@ def load_adapter(adapter: str, revision: str | None, adapter_format: str, model:
 def check_adapter_against(setup: AdapterSetup, source: Source, *, force: bool = False) -> None:
     """With the base at hand: tensor shapes, and what the chosen format can hold."""
     check_adapter(setup.info, inspect_checkpoint(source.path), source.repo_id, setup.format, force=force)
+
+
+def pull_model_and_adapter(options: PullOptions, adapter: str | None = None, adapter_revision: str | None = None,
+                           adapter_format: str = "merge", *, force: bool = False,
+                           progress: ProgressFn = no_progress) -> tuple[Source, AdapterSetup | None]:
+    """The model (and its adapter, when given), every check passed: what each command that takes --adapter
+    does first. The adapter comes first: a small download, and checks that need only the model's name, so a
+    mismatch is refused before the base's gigabytes are fetched."""
+    setup = None
+    if adapter:
+        progress(f"pulling the adapter {adapter}", None)
+        setup = load_adapter(adapter, adapter_revision, adapter_format, options.model,
+                             local_files_only=options.local_files_only, force=force)
+    progress(f"pulling {options.model}", None)
+    source = pull(options)
+    if setup is not None:
+        check_adapter_against(setup, source, force=force)
+    return source, setup

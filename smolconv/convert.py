@@ -17,6 +17,7 @@ import numpy as np
 
 from smolconv.adapter import AdapterInfo
 from smolconv.checkpoint import CheckpointInfo, checkpoint_files, inspect_checkpoint
+from smolconv.choices import Outtype
 from smolconv.errors import SmolconvError
 from smolconv.fsutil import ensure_writable_dir
 from smolconv.gguf_header import read_gguf_header
@@ -25,7 +26,7 @@ from smolconv.progress import ProgressFn, no_progress
 from smolconv.pull import Source
 from smolconv.toolchain import Toolchain
 
-OUTTYPES = ("f16", "bf16", "f32", "q8_0")
+OUTTYPES = tuple(Outtype)
 
 
 @dataclass

@@ -252,7 +252,8 @@ def create_models(requests: list[CreateRequest], sha256: Callable[[Path], str], 
         created = []
         for request in requests:
             progress(f"ollama create {request.tag}", None)
-            run_tool(cli_create_command(cli, request.tag, request.modelfile), cwd=request.modelfile.parent,
+            # `-f` is resolved from ollama's working directory, which is the Modelfile's (its FROM paths).
+            run_tool(cli_create_command(cli, request.tag, request.modelfile.resolve()), cwd=request.modelfile.parent,
                      what=f"ollama create {request.tag}",
                      fix="read ollama's message; `smolconv doctor` checks the setup")
             created.append(request.tag)

@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smolconv.adapter import AdapterSetup, check_adapter_against, load_adapter
+from smolconv.adapter import AdapterSetup, pull_model_and_adapter
 from smolconv.checkpoint import inspect_checkpoint
+from smolconv.choices import BuildBackend, Via
 from smolconv.convert import ConvertOptions, ConvertResult, convert, convert_adapter
 from smolconv.errors import SmolconvError
 from smolconv.fsutil import remove_stale_partials
@@ -25,9 +26,9 @@ from smolconv.package import PackageOptions, PackageResult, package
 from smolconv.plan import PlanSettings
 from smolconv.progress import ProgressFn, no_progress
 from smolconv.publish import PublishOptions, PublishResult, check_publish_request, publish
-from smolconv.pull import PullOptions, Source, pull
+from smolconv.pull import PullOptions, Source
 from smolconv.quantize import DEFAULT_TYPES, QuantizeOptions, QuantizeResult, check_request, quantize
-from smolconv.smoke import BACKENDS, SmokeOptions, SmokeReport, smoke
+from smolconv.smoke import SmokeOptions, SmokeReport, smoke
 from smolconv.toolchain import Toolchain
 from smolconv.verify import Gates, VerifyOptions, VerifyReport, verify
 
@@ -114,8 +115,10 @@ def convert_source(source: Source, out_dir: Path, outtype: str, toolchain: Toolc
 
 def check_build_request(options: BuildOptions) -> None:
     """Refuse a combination that would fail only after the long steps."""
-    if options.smoke and options.backend not in BACKENDS:
-        raise SmolconvError(f"unknown backend {options.backend!r}", f"use one of {', '.join(BACKENDS)}")
+    if options.smoke and options.backend not in tuple(BuildBackend):
+        raise SmolconvError(f"unknown backend {options.backend!r}", f"use one of {', '.join(BuildBackend)}")
+    if options.via not in tuple(Via):  # only package reads it, after the long steps
+        raise SmolconvError(f"unknown --via {options.via!r}", f"use one of {', '.join(Via)}")
     if options.smoke and options.backend == "ollama" and not options.create:
         raise SmolconvError("smoke on Ollama needs the models created first",
                             "add --create, or use --backend llama-server")
@@ -134,16 +137,11 @@ def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no
     check_build_request(options)
     stages: list[dict] = []
     adapter = None
-    if options.adapter:  # a small download, and checks that need only the model's name
-        progress(f"pulling the adapter {options.adapter}", None)
-        adapter = load_adapter(options.adapter, options.adapter_revision, options.adapter_format, options.model,
-                               local_files_only=options.local_files_only, force=options.force)
-    progress(f"pulling {options.model}", None)
     with _timed(stages, "pull"):
-        source = pull(PullOptions(options.model, revision=options.revision,
-                                  local_files_only=options.local_files_only))
-    if adapter is not None:
-        check_adapter_against(adapter, source, force=options.force)
+        source, adapter = pull_model_and_adapter(
+            PullOptions(options.model, revision=options.revision, local_files_only=options.local_files_only),
+            options.adapter, options.adapter_revision, options.adapter_format, force=options.force,
+            progress=progress)
     default_name = adapter.info.name if adapter else source.name
     out_dir = Path(options.out_dir) if options.out_dir else Path("out") / default_name
     remove_stale_partials(out_dir)  # what a killed earlier build was writing: this build writes it again

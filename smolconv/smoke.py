@@ -27,11 +27,12 @@ from pathlib import Path
 
 from smolconv import __version__
 from smolconv.chat import SAMPLING, Answer, Backend, BackendError, LlamaServerBackend, Message, OllamaBackend
+from smolconv.choices import SmokeBackend
 from smolconv.errors import SmolconvError
 from smolconv.images import load_image, write_smoke_images
 from smolconv.plan import PlanSettings, Projector
 
-BACKENDS = ("llama-server", "ollama", "onnx")
+BACKENDS = tuple(SmokeBackend)
 # Text that must never reach a user: SmolVLM2's template and image tokens, and SmolLM2's ChatML.
 TEMPLATE_TOKENS = ("<end_of_utterance>", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<image>",
                    "<fake_token_around_image>", "<global-img>", "<row_")

@@ -8,7 +8,7 @@ read after each request is the peak so far; llama.cpp's buffers alone never show
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from smolconv.chat import Answer, BackendError, LlamaServerBackend, Message
@@ -101,3 +101,26 @@ def measure_worst_case(toolchain, variant: Variant, settings: PlanSettings, imag
     with start_server(options, toolchain, variant=variant) as server:
         backend = LlamaServerBackend(server.url)
         return worst_case(backend, server.process.process.pid, variant.projector, server.num_ctx, images_dir)
+
+
+@dataclass
+class PlanMeasurements:
+    """`plan --measure`: llama-server's buffers per variant, and on a CUDA build its process's worst case."""
+
+    buffers: dict = field(default_factory=dict)     # variant name → plan.Measured
+    worst: dict[str, WorstCase] = field(default_factory=dict)
+
+
+def measure_plans(plans, toolchain, settings: PlanSettings) -> PlanMeasurements:
+    """Start llama-server on each planned variant at its planned context and read what it allocates."""
+    import tempfile
+
+    from smolconv.plan import measure_llama_server
+
+    measured = PlanMeasurements()
+    with tempfile.TemporaryDirectory() as images:
+        for p in plans:
+            measured.buffers[p.variant.name] = measure_llama_server(toolchain, p.variant, p.num_ctx, settings)
+            if measured.buffers[p.variant.name].on_cuda:
+                measured.worst[p.variant.name] = measure_worst_case(toolchain, p.variant, settings, Path(images))
+    return measured

@@ -64,7 +64,7 @@ def test_the_cli_route_refuses_an_adapter_on_ollama_0_34_1_before_ollama_create(
     else:
         report = create_models([request], _never_hashed, route="cli")
         assert report.created == [request.tag] and report.version == version
-        assert log.read_text().split() == ["create", request.tag, "-f", str(request.modelfile)]
+        assert log.read_text().split() == ["create", request.tag, "-f", str(request.modelfile.resolve())]
 
 
 def test_a_model_without_an_adapter_is_still_created_on_ollama_0_34_1(tmp_path, monkeypatch):
@@ -73,3 +73,16 @@ def test_a_model_without_an_adapter_is_still_created_on_ollama_0_34_1(tmp_path, 
     request.modelfile.write_text("FROM ./base.gguf\nFROM ./mmproj.gguf\n")
     assert create_models([request], _never_hashed, route="cli").created == [request.tag]
     assert log.read_text().startswith("create text-lora:256m-q8_0 -f ")
+
+
+def test_the_cli_route_names_the_modelfile_so_ollama_finds_it_from_its_folder(tmp_path, monkeypatch):
+    # ollama resolves `-f` from its working directory, which smolconv sets to the Modelfile's folder (for the
+    # FROM paths): a relative build directory must not be joined twice.
+    log = fake_ollama.install_cli(tmp_path / "bin", monkeypatch)
+    (tmp_path / "out" / "m").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    request = _request(Path("out/m"), adapter=False)
+    request.modelfile.write_text("FROM ./base.gguf\nFROM ./mmproj.gguf\n")
+    create_models([request], _never_hashed, route="cli")
+    named = Path(log.read_text().split()[-1])
+    assert named.is_absolute() and named == (tmp_path / "out/m" / request.modelfile.name)

@@ -69,20 +69,16 @@ def export_onnx(options: ExportOptions, progress: ProgressFn = no_progress) -> E
 
     require_onnx()
     variants = check_variants(tuple(options.variants) or DEFAULT_VARIANTS)
-    from smolconv.adapter import check_adapter_against, load_adapter
+    from smolconv.adapter import pull_model_and_adapter
     from smolconv.checkpoint import inspect_checkpoint
     from smolconv.manifest import Manifest
     from smolconv.merge import MergeOptions, merge
-    from smolconv.pull import PullOptions, pull
+    from smolconv.pull import PullOptions
 
-    adapter = None
-    if options.adapter is not None:
-        adapter = load_adapter(options.adapter, options.adapter_revision, "merge", options.model,
-                               local_files_only=options.local_files_only, force=options.force)
-    source = pull(PullOptions(options.model, revision=options.revision, local_files_only=options.local_files_only))
+    source, adapter = pull_model_and_adapter(
+        PullOptions(options.model, revision=options.revision, local_files_only=options.local_files_only),
+        options.adapter, options.adapter_revision, "merge", force=options.force, progress=progress)
     info = inspect_checkpoint(source.path)
-    if adapter is not None:
-        check_adapter_against(adapter, source, force=options.force)
     name = adapter.info.name if adapter else source.name
     out_dir = Path(options.out_dir or Path("out") / f"{name}-onnx")
     started = time.monotonic()
@@ -373,3 +369,15 @@ def _copy(source, target, length: int | None, chunk: int = 64 * 1024**2) -> int:
         target.write(block)
         copied += len(block)
     return copied
+
+
+def export_and_verify(options: ExportOptions, *, verify: bool = True, threads: int | None = None,
+                      progress: ProgressFn = no_progress):
+    """`smolconv export-onnx`: the export, then (unless told not to) its check against transformers."""
+    result = export_onnx(options, progress)
+    report = None
+    if verify:
+        from smolconv.onnx.verify import verify_onnx
+
+        report = verify_onnx(result.out_dir, threads=threads, progress=progress)
+    return result, report

@@ -1,0 +1,83 @@
+"""Options that several commands share, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from smolconv.choices import AdapterFormat, KvType, Outtype, Via
+
+LlamaCppOption = Annotated[
+    str | None,
+    typer.Option("--llama-cpp", envvar="SMOLCONV_LLAMA_CPP", metavar="DIR",
+                 help="Use your own llama.cpp checkout and build instead of the one `smolconv setup` builds."),
+]
+ModelArgument = Annotated[str, typer.Argument(help="Alias (256m, 500m, 2.2b), Hub id, or a local directory.")]
+BuildDirArgument = Annotated[Path, typer.Argument(help="A build directory (it holds build.json and the GGUF files).")]
+OutOption = Annotated[Path | None, typer.Option("--out", help="Output directory (default: out/<model name>).")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Redo steps and replace files that exist.")]
+RevisionOption = Annotated[str | None, typer.Option("--revision", help="Branch, tag or commit to pin.")]
+OfflineOption = Annotated[bool, typer.Option("--offline", help="Use the local Hub cache only.")]
+OuttypeOption = Annotated[Outtype, typer.Option("--outtype", help="The unquantized GGUF's type.")]
+TypesOption = Annotated[list[str] | None, typer.Option(
+    "--type", "-t", help="Quantization type, repeatable (default: Q4_K_M, Q5_K_M, Q8_0); any llama-quantize type.")]
+ImatrixOption = Annotated[Path | None, typer.Option("--imatrix", help="An importance matrix file to quantize with.")]
+ImatrixTextOption = Annotated[Path | None, typer.Option(
+    "--imatrix-text", help="A text file to compute an importance matrix from (llama-imatrix).")]
+MmprojTypeOption = Annotated[str | None, typer.Option(
+    "--mmproj-type", help="Also quantize the vision projector (e.g. Q8_0); the f16 projector stays the default.")]
+ThreadsOption = Annotated[int | None, typer.Option("--threads", help="CPU threads for llama.cpp's tools.")]
+VramOption = Annotated[str, typer.Option("--vram", help="The GPU's memory: 8GiB for an RTX 4070.")]
+ReserveOption = Annotated[str, typer.Option("--reserve", help="VRAM left free for the desktop and other programs.")]
+KvTypeOption = Annotated[KvType, typer.Option("--kv-type", help="KV cache type (OLLAMA_KV_CACHE_TYPE).")]
+NumCtxOption = Annotated[int | None, typer.Option(
+    "--num-ctx", help="Plan this context only, offloading layers if needed (default: the largest that fits).")]
+MaxKldOption = Annotated[list[str] | None, typer.Option(
+    "--max-kld", help="KLD gate TYPE=VALUE, repeatable. Defaults for real checkpoints: Q8_0=0.005 Q5_K_M=0.03 "
+    "Q4_K_M=0.05; a smolconv fixture is measured but not gated unless you give one.")]
+NameOption = Annotated[str | None, typer.Option(
+    "--name", help="Ollama model name before ':' (default: from the checkpoint, e.g. smolvlm2).")]
+PresetOption = Annotated[list[str] | None, typer.Option(
+    "--preset", "-p", help="general, caption, ocr, vqa or all (repeatable; default: all).")]
+CreateOption = Annotated[bool, typer.Option("--create", help="Also create the models in Ollama.")]
+ViaOption = Annotated[Via, typer.Option(
+    "--via", help="How --create reaches Ollama: auto (the ollama CLI if on PATH, else the HTTP API), cli or api.")]
+AdapterOption = Annotated[str | None, typer.Option(
+    "--adapter", help="A PEFT LoRA/DoRA adapter (directory or Hub id) to apply to the checkpoint.")]
+AdapterRevisionOption = Annotated[str | None, typer.Option(
+    "--adapter-revision", help="Branch, tag or commit of a Hub adapter to pin.")]
+AdapterFormatOption = Annotated[AdapterFormat, typer.Option(
+    "--adapter-format", help="merge: merge it in float32, then convert (any adapter); gguf: convert the base once "
+    "and the adapter to a GGUF LoRA (text-only adapters).")]
+
+
+def plan_settings(vram: str, reserve: str, overhead: str | None, kv_type: str, num_ctx: int | None,
+                  max_ctx: int | None = None):
+    from smolconv.plan import PlanSettings, parse_size
+
+    return PlanSettings(vram=parse_size(vram), reserve=parse_size(reserve),
+                        overhead=None if overhead is None else parse_size(overhead),
+                        kv_type=str(kv_type).lower(), num_ctx=num_ctx, max_ctx=max_ctx)
+
+
+def verify_gates(max_nmse: float, max_kld: list[str] | None):
+    """verify's gates from --max-nmse and the repeatable --max-kld TYPE=VALUE."""
+    from smolconv.errors import SmolconvError
+    from smolconv.verify import Gates
+
+    gates = {}
+    for item in max_kld or ():
+        name, _, value = item.partition("=")
+        try:
+            gates[name.strip().upper()] = float(value)
+        except ValueError:
+            raise SmolconvError(f"--max-kld {item!r} is not TYPE=NUMBER", "write e.g. --max-kld Q4_K_M=0.1") from None
+    return Gates(max_nmse=max_nmse, max_vision_nmse=max_nmse, max_kld=gates)
+
+
+def find_toolchain(llama_cpp: str | None):
+    from smolconv.toolchain import find_toolchain as find
+
+    return find(llama_cpp)

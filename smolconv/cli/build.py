@@ -1,0 +1,117 @@
+"""build: every stage in order, unchanged steps skipped."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from smolconv.choices import AdapterFormat, BuildBackend, KvType, Outtype, Via
+from smolconv.cli import _render
+from smolconv.cli._options import (
+    AdapterFormatOption,
+    AdapterOption,
+    AdapterRevisionOption,
+    CreateOption,
+    ForceOption,
+    ImatrixOption,
+    ImatrixTextOption,
+    KvTypeOption,
+    LlamaCppOption,
+    MaxKldOption,
+    MmprojTypeOption,
+    ModelArgument,
+    NameOption,
+    OfflineOption,
+    OutOption,
+    OuttypeOption,
+    PresetOption,
+    ReserveOption,
+    RevisionOption,
+    ThreadsOption,
+    TypesOption,
+    ViaOption,
+    VramOption,
+    find_toolchain,
+    plan_settings,
+    verify_gates,
+)
+from smolconv.cli._output import plain, print_failed, print_notices, progress_reporter
+
+
+def build(
+    model: ModelArgument,
+    out: OutOption = None,
+    revision: RevisionOption = None,
+    outtype: OuttypeOption = Outtype.F16,
+    types: TypesOption = None,
+    imatrix: ImatrixOption = None,
+    imatrix_text: ImatrixTextOption = None,
+    mmproj_type: MmprojTypeOption = None,
+    threads: ThreadsOption = None,
+    offline: OfflineOption = False,
+    adapter: AdapterOption = None,
+    adapter_revision: AdapterRevisionOption = None,
+    adapter_format: AdapterFormatOption = AdapterFormat.MERGE,
+    presets: PresetOption = None,
+    name: NameOption = None,
+    vram: VramOption = "8GiB",
+    reserve: ReserveOption = "512MiB",
+    kv_type: KvTypeOption = KvType.F16,
+    create: CreateOption = False,
+    via: ViaOption = Via.AUTO,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="End with `smolconv verify`.")] = True,
+    max_kld: MaxKldOption = None,
+    smoke: Annotated[bool, typer.Option("--smoke/--no-smoke", help="End with `smolconv smoke`.")] = True,
+    backend: Annotated[BuildBackend, typer.Option(
+        "--backend", help="Smoke on llama-server (started per variant) or ollama (needs --create).")
+    ] = BuildBackend.LLAMA_SERVER,
+    publish: Annotated[str | None, typer.Option(
+        "--publish", metavar="USER/NAME", help="End with `smolconv publish` to this Hub repo if every check passed.")]
+    = None,
+    force: ForceOption = False,
+    llama_cpp: LlamaCppOption = None,
+) -> None:
+    """Run pull → convert → quantize → plan → package → verify → smoke (→ publish); unchanged steps are skipped."""
+    from smolconv.pipeline import BuildOptions
+    from smolconv.pipeline import build as build_pipeline
+    from smolconv.quantize import DEFAULT_TYPES
+
+    options = BuildOptions(
+        model=model, out_dir=out, revision=revision, outtype=outtype, types=tuple(types or DEFAULT_TYPES),
+        imatrix=imatrix, imatrix_text=imatrix_text, mmproj_type=mmproj_type, threads=threads, force=force,
+        local_files_only=offline, presets=tuple(presets or ()), name=name, create=create, via=via,
+        verify=verify, smoke=smoke, backend=backend, adapter=adapter, adapter_revision=adapter_revision,
+        adapter_format=adapter_format, publish=publish,
+        settings=plan_settings(vram, reserve, None, kv_type, None), gates=verify_gates(1e-4, max_kld))
+    toolchain = find_toolchain(llama_cpp)
+    with progress_reporter() as progress:
+        result = build_pipeline(options, toolchain, progress)
+    converted = "reused" if result.converted.skipped else f"converted in {result.converted.seconds:.1f} s"
+    plain(f"{result.converted.model.name} + {result.converted.mmproj.name}: {converted}")
+    print_notices(result.converted.notices)
+    if result.adapter is not None:
+        a = result.adapter
+        made = a.merged if a.format == "merge" else a.gguf
+        verb = "reused" if a.skipped else f"{'merged' if a.format == 'merge' else 'converted'} in {a.seconds:.1f} s"
+        plain(f"adapter {a.info.name} (r {a.info.r}, {a.format}): {made}: {verb}")
+    _render.quant_reports(result.quantized)
+    if result.packaged:
+        _render.plans([m.plan for m in result.packaged.models if m.preset == result.packaged.models[0].preset],
+                      "plan (num_ctx and num_gpu written into the Modelfiles)")
+        _render.packaged(result.packaged)
+    if result.verified:
+        _render.verify(result.verified)
+    elif result.verify_reused:
+        plain("verify: passed before on these same files (build.json); `smolconv verify` reruns it")
+    for report in result.smoked:
+        _render.smoke(report)
+    if result.smoke_reused:
+        plain(f"smoke: {', '.join(result.smoke_reused)} passed before on these same files (build.json); "
+              "`smolconv smoke` reruns it")
+    if result.published:
+        _render.published(result.published)
+    plain(f"build record: {result.out_dir / 'build.json'}")
+    if not result.passed:
+        print_failed("build checks failed", result.failures)
+        raise typer.Exit(1)
