@@ -2,23 +2,18 @@
 
 llama.cpp's tools, cmake, pip and ollama all go through `run_tool`, which turns a missing program, a
 non-zero exit or a timeout into a ToolFailed that names the program and quotes the last lines it printed.
+How children are started, tied to smolconv's life and stopped lives in smolconv.process.
 """
 
 from __future__ import annotations
 
-import _thread
-import atexit
 import collections
-import contextlib
 import errno
 import os
-import queue
 import re
 import shlex
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smolconv.errors import SmolconvError, ToolFailed
+from smolconv.process.children import forget as _forget
+from smolconv.process.children import kill as _kill
+from smolconv.process.children import signal_group
+from smolconv.process.children import start as _start
+from smolconv.process.children import stop as _stop
+from smolconv.process.children import stop_all_children
+from smolconv.process.signals import STOP_SIGNALS, Interrupted, install_stop_handlers
+
+__all__ = ["STOP_SIGNALS", "Interrupted", "ServerProcess", "ToolResult", "command_line", "install_stop_handlers",
+           "run_tool", "run_until", "stop_all_children"]
 
 # Variables that would make llama.cpp's converter import a different gguf-py than the one in its own tree.
 _ENV_DROPPED = ("NO_LOCAL_GGUF",)
@@ -52,277 +57,6 @@ class ToolResult:
     args: tuple[str, ...]
     returncode: int
     output: str  # stdout and stderr, interleaved as the program wrote them
-
-
-# Children that are running now. On the way out (normal exit, an error, or a stop signal turned into
-# Interrupted) smolconv stops whatever is left, so no llama-server outlives it and holds the GPU.
-_running: dict[subprocess.Popen, None] = {}  # in start order
-_running_lock = threading.Lock()
-# The signals that stop smolconv in order: Ctrl-C, `kill`/CI runners/systemd/container stops, a closed terminal.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class Interrupted(BaseException):
-    """A stop signal, raised on the main thread where the signal arrived.
-
-    A BaseException like KeyboardInterrupt, so `except Exception` never swallows it and every `finally`,
-    `staged_file` and `ServerProcess` on the way out runs; not a KeyboardInterrupt, so click does not turn it
-    into its own "Aborted!" with exit 1 and the CLI can exit with the conventional 128 + signal number.
-    """
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
-
-
-_stopping = threading.Event()
-
-
-def _raise_interrupted(signum: int, _frame) -> None:
-    # Only the first signal raises: a second Ctrl-C or SIGTERM while the first one's cleanup runs (removing a
-    # partial file, stopping llama-server) must not cut that cleanup short.
-    if _stopping.is_set():
-        return
-    _stopping.set()
-    raise Interrupted(signum)
-
-
-# True while _redeliver_swallowed_stop runs on the main thread: a stop raised inside it would be lost for good.
-_in_unraisable_hook = False
-
-
-def _redeliver_swallowed_stop(unraisable) -> None:
-    """sys.unraisablehook: a stop signal that Python swallowed is sent again, once the main thread is out of here.
-
-    A signal can arrive while the main thread runs a weakref callback or a finalizer (importlib's module-lock
-    callback during any import, a `__del__`). Python prints the Interrupted raised there as "Exception ignored"
-    and goes on, and the command would run to its end and exit 0. So the stop is re-sent from a thread, after
-    this hook has returned, and raised wherever the main thread is then; should that again be such a callback,
-    this hook runs again. Every other unraisable exception goes to the hook that was there before.
-    """
-    global _in_unraisable_hook
-    if not isinstance(unraisable.exc_value, Interrupted):
-        _previous_unraisablehook(unraisable)
-        return
-    _in_unraisable_hook = True
-    threading.Thread(target=_resend_stop, args=(unraisable.exc_value.signum,), daemon=True).start()
-    _in_unraisable_hook = False  # the last statement: nothing after it can run a signal handler in this frame
-
-
-def _resend_stop(signum: int) -> None:
-    while _in_unraisable_hook:
-        time.sleep(0.001)
-    _stopping.clear()  # the first delivery never reached the command, so this one must raise
-    _thread.interrupt_main(signum)  # runs _raise_interrupted on the main thread, as the signal itself would
-
-
-_previous_unraisablehook = sys.unraisablehook
-
-
-def install_stop_handlers() -> None:
-    """Make SIGINT, SIGTERM and SIGHUP raise Interrupted on the main thread (the CLI calls this once)."""
-    _stopping.clear()
-    for signum in STOP_SIGNALS:
-        if signum == signal.SIGINT or signal.getsignal(signum) != signal.SIG_IGN:  # keep `nohup`'s SIGHUP ignore
-            signal.signal(signum, _raise_interrupted)
-    sys.unraisablehook = _redeliver_swallowed_stop
-
-
-def stop_all_children() -> None:
-    """Stop every child still running, the newest first (a server before what it was started for)."""
-    with _running_lock:
-        leftovers = list(reversed(_running))
-    for proc in leftovers:
-        _stop(proc)
-
-
-def _forget(proc: subprocess.Popen) -> None:
-    with _running_lock:
-        _running.pop(proc, None)
-
-
-def _signal_group(proc: subprocess.Popen, signum: int) -> None:
-    """Signal the child and whatever it started (cmake's make and compilers): each child leads its own group.
-
-    Only while the child is unreaped, so its id cannot have been reused for another group.
-    """
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signum)
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    _signal_group(proc, signal.SIGKILL)
-    proc.wait()
-
-
-def _stop(proc: subprocess.Popen, grace: float = 10) -> int:
-    """SIGTERM (llama-server finishes the request in flight and frees the model), then SIGKILL after `grace`."""
-    if proc.poll() is None:
-        _signal_group(proc, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-    _forget(proc)
-    return proc.returncode
-
-
-atexit.register(stop_all_children)
-
-
-# No orphans, SIGKILL included. Cleanup code cannot run when smolconv is killed with SIGKILL, so each child is
-# tied to smolconv by the kernel: it execs through a small launcher that sets PR_SET_PDEATHSIG(SIGKILL) and then
-# execs the real program (the setting survives exec), so the child dies when smolconv does, however it dies.
-#  - Linux sends the parent-death signal when the *thread* that forked the child exits, not the process. So
-#    every child is forked by one spawner thread that lives until the process ends (it only waits on a queue),
-#    whichever thread asked for the child; a child started for a worker thread does not die with that worker.
-#  - The launcher is a separate exec (`python -I -S -c`, ~20 ms) instead of subprocess's preexec_fn, which is
-#    documented unsafe in a process with threads (smolconv always has some: output readers, timers).
-#  - If smolconv died between the fork and the prctl, the launcher sees its parent changed and does not exec.
-_LAUNCHER = (
-    "import ctypes,os,sys\n"
-    "if ctypes.CDLL(None,use_errno=True).prctl(1,9,0,0,0)!=0 or os.getppid()!=int(sys.argv[1]):os._exit(126)\n"
-    "try:os.execv(sys.argv[2],sys.argv[3:])\n"
-    "except OSError as e:sys.stderr.write(f'{sys.argv[2]}: {e.strerror}\\n');os._exit(127)\n"
-)
-# The parent-death signal reaches only the direct child, and a program that starts a tree of its own (cmake:
-# make, the compilers) would leave that tree running. For those the launcher stays as a supervisor: it leads the
-# child's process group, forks the program into it and waits; on smolconv's death (its parent-death signal,
-# SIGUSR1 here) it SIGKILLs the whole group, itself included. It ignores the ordinary stop signals, since
-# runner signals the whole group and the program decides how it ends; then it exits as the program did (the
-# same exit code, or the same signal raised on itself, without a core file), so run_tool sees the program's own
-# returncode.
-# The program gets the default dispositions back before its exec (an ignored signal would stay ignored).
-_SUPERVISOR = (
-    "import ctypes,os,signal,sys\n"
-    "stops=(signal.SIGINT,signal.SIGTERM,signal.SIGHUP)\n"
-    "for s in stops:signal.signal(s,signal.SIG_IGN)\n"
-    "signal.signal(signal.SIGUSR1,lambda *_:os.killpg(0,signal.SIGKILL))\n"
-    "if ctypes.CDLL(None,use_errno=True).prctl(1,signal.SIGUSR1,0,0,0)!=0 or os.getppid()!=int(sys.argv[1]):"
-    "os._exit(126)\n"
-    "pid=os.fork()\n"
-    "if pid==0:\n"
-    " for s in (*stops,signal.SIGUSR1):signal.signal(s,signal.SIG_DFL)\n"
-    " try:os.execv(sys.argv[2],sys.argv[3:])\n"
-    " except OSError as e:sys.stderr.write(f'{sys.argv[2]}: {e.strerror}\\n');os._exit(127)\n"
-    "status=os.waitpid(pid,0)[1]\n"
-    "if os.WIFSIGNALED(status):\n"
-    " import resource;resource.setrlimit(resource.RLIMIT_CORE,(0,0));s=os.WTERMSIG(status)\n"
-    " if s!=signal.SIGKILL:signal.signal(s,signal.SIG_DFL)\n"
-    " os.kill(os.getpid(),s)\n"
-    "os._exit(os.waitstatus_to_exitcode(status))\n"
-)
-_TIE_TO_PARENT = sys.platform.startswith("linux")
-
-
-class _Spawner:
-    """The one long-lived thread that forks every child (see above)."""
-
-    def __init__(self) -> None:
-        self._requests: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def _serve(self) -> None:
-        while True:
-            argv, popen_args, reply = self._requests.get()
-            try:
-                proc = subprocess.Popen(argv, **popen_args)
-            except BaseException as exc:  # handed to the caller, who raises it
-                reply.put((None, exc))
-                continue
-            with _running_lock:
-                _running[proc] = None  # recorded before the caller can be interrupted: never a lost handle
-            reply.put((proc, None))
-
-    def popen(self, argv: list[str], popen_args: dict) -> subprocess.Popen:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="smolconv-spawner", daemon=True)
-                self._thread.start()
-        reply: queue.SimpleQueue = queue.SimpleQueue()
-        self._requests.put((argv, popen_args, reply))
-        proc, exc = reply.get()
-        if exc is not None:
-            raise exc
-        return proc
-
-
-_spawner = _Spawner()
-
-
-def _resolve(argv: Sequence[str], popen_args: Mapping) -> str:
-    """The program's path, found as exec would find it, so a missing program is still FileNotFoundError."""
-    program = argv[0]
-    env = popen_args.get("env") or os.environ
-    if os.sep not in program:
-        found = shutil.which(program, path=env.get("PATH", os.defpath))
-        if found is None:
-            raise FileNotFoundError(2, "No such file or directory", program)
-        return found
-    path = Path(popen_args.get("cwd") or ".", program) if not os.path.isabs(program) else Path(program)
-    if not path.exists():
-        raise FileNotFoundError(2, "No such file or directory", program)
-    if not os.access(path, os.X_OK) or path.is_dir():
-        raise PermissionError(13, "Permission denied", program)
-    return str(path.absolute())
-
-
-def _tied(argv: Sequence[str], popen_args: Mapping, tree: bool) -> list[str]:
-    if not _TIE_TO_PARENT:
-        return list(argv)
-    launcher = _SUPERVISOR if tree else _LAUNCHER
-    return [sys.executable, "-I", "-S", "-c", launcher, str(os.getpid()), _resolve(argv, popen_args), *argv]
-
-
-def _start(argv: Sequence[str], *, tree: bool = False, **popen_args) -> subprocess.Popen:
-    """subprocess.Popen through the spawner, tied to smolconv's life, with stop signals held until it is recorded.
-
-    An Interrupted raised while the child is being started would lose the caller's handle on it; the child is
-    in `_running` either way (stop_all_children stops it), and holding the signals lets the caller's own
-    cleanup (run_tool, ServerProcess) see it too. Python handlers can only be swapped on the main thread;
-    elsewhere the signal is not ours to hold. `tree`: the program starts processes of its own, so it runs under
-    the supervising launcher (see _SUPERVISOR) and the child's pid is the supervisor's, not the program's.
-    """
-    held: list[int] = []
-    replaced = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in STOP_SIGNALS:
-            handler = signal.getsignal(signum)
-            if callable(handler):  # a Python handler; SIG_DFL and SIG_IGN need no holding
-                replaced[signum] = handler
-                signal.signal(signum, lambda number, _frame: held.append(number))
-
-    def deliver_held() -> None:
-        for signum, handler in replaced.items():
-            signal.signal(signum, handler)
-        if held:
-            replaced[held[0]](held[0], None)  # raises as the signal would have
-
-    # Its own process group: a terminal's Ctrl-C reaches smolconv alone, which stops the child (and what the
-    # child started) in order, instead of all of them receiving SIGINT at once.
-    popen_args["start_new_session"] = True
-    try:
-        proc = _spawner.popen(_tied(argv, popen_args, tree), popen_args)
-    except BaseException:
-        deliver_held()  # an interrupt outranks the failure to start
-        raise
-    try:
-        deliver_held()
-    except BaseException:
-        _kill(proc)
-        _forget(proc)
-        raise
-    return proc
 
 
 def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -381,7 +115,7 @@ def run_tool(
 
     def on_timeout() -> None:
         timed_out.set()
-        _signal_group(proc, signal.SIGKILL)
+        signal_group(proc, signal.SIGKILL)
 
     timer = threading.Timer(timeout, on_timeout) if timeout else None
     if timer:
@@ -516,7 +250,6 @@ class ServerProcess:
 
     def wait_ready(self, ready: Callable[[], bool], timeout: float, poll: float = 0.25) -> None:
         """Poll `ready()` until it is true; a server that exits or takes longer than `timeout` is an error."""
-        import time
 
         deadline = time.monotonic() + timeout
         while True:

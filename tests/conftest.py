@@ -182,10 +182,12 @@ def cmdline(pid: int) -> str:
 
 
 def runs_program(pid: int, program: str) -> bool:
-    """`pid` runs `program` itself, not smolconv.runner's launcher (`python -I -S -c …`), whose command line
+    """`pid` runs `program` itself, not smolconv's launcher (`python -I -S …/launcher.py`), whose command line
     names the program too until it execs it."""
+    from smolconv.process.children import LAUNCHER, SUPERVISOR
+
     line = cmdline(pid)
-    return program in line and " -I -S -c " not in line
+    return program in line and str(LAUNCHER) not in line and str(SUPERVISOR) not in line
 
 
 def pid_is_running(pid: int) -> bool:
