@@ -10,7 +10,7 @@ SETUP_FLAGS ?=
 PYTEST_ARGS ?=
 DEMO_OUT    ?= out/demo
 
-.PHONY: setup venv test lint demo bench modelfiles modelfiles-check hardware-table hardware-table-check rehearsal \
+.PHONY: setup venv test check lint demo bench modelfiles modelfiles-check hardware-table hardware-table-check rehearsal \
         wheel-check clean
 
 $(BIN)/python:
@@ -35,6 +35,10 @@ setup: venv
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fast tier: everything that needs no llama.cpp build and no model run (tests marked slow are left out).
+check: venv
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check smolconv tests scripts examples

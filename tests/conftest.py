@@ -15,6 +15,18 @@ from smolconv.synth import SynthOptions, synth_checkpoint
 from smolconv.toolchain import SetupOptions, Toolchain, setup_toolchain
 
 
+# A test that uses one of these builds llama.cpp, converts, or runs a model: it is `slow`, and `make check`
+# (the tier that needs no llama.cpp build and no model run) leaves it out. Fixtures defined in a test module
+# that need one of these are covered too: pytest lists a test's whole fixture closure.
+SLOW_FIXTURES = frozenset({"toolchain", "fixture_256m", "fixture_256m_t5", "build_256m_q4_q8", "build_tiny_q4"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def toolchain() -> Toolchain:
     # A no-op when `make setup` already built it; otherwise this builds it (several minutes).

@@ -30,3 +30,34 @@ def test_unknown_shape_is_a_one_line_error(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "unknown shape '7b'" in lines[0] and "--shape tiny" in lines[0]
     assert not (tmp_path / "x").exists()
+
+
+def test_a_value_outside_a_closed_choice_is_a_one_line_error(tmp_path):
+    from tests.conftest import assert_one_line_error
+
+    for args, needle in ((["build", str(tmp_path), "--via", "typo"], "'typo' is not one of 'auto', 'cli', 'api'"),
+                         (["plan", "2.2b", "--kv-type", "q4"], "'q4' is not one of 'f16', 'q8_0'"),
+                         (["smoke", str(tmp_path), "--backend", "vllm"], "'vllm' is not one of"),
+                         (["convert", str(tmp_path), "--outtype", "q5"], "'q5' is not one of"),
+                         (["build", str(tmp_path), "--adapter-format", "lora"], "'lora' is not one of 'merge', 'gguf'"),
+                         (["plan", "2.2b", "--no-such-option"], "No such option: --no-such-option")):
+        line = assert_one_line_error(run_cli(*args), needle)
+        assert f"see `smolconv {args[0]} --help`" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_lists_the_choices_of_a_closed_option():
+    result = run_cli("build", "--help")
+    assert result.returncode == 0
+    assert "auto|cli|api" in result.stdout and "merge|gguf" in result.stdout
+
+
+def test_errors_are_mapped_in_process_too(tmp_path):
+    # The mapping lives on each command, so typer's CliRunner (no subprocess) sees the same line and exit code.
+    from typer.testing import CliRunner
+
+    from smolconv.cli import app
+
+    result = CliRunner().invoke(app, ["synth", "--shape", "7b", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "unknown shape '7b'" in result.output
+    assert not (tmp_path / "x").exists()

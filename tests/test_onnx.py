@@ -259,6 +259,7 @@ def test_a_users_file_is_not_replaced_without_force(fixture_256m, tmp_path):
     assert (out / "onnx" / "vision_encoder.onnx").read_text() == "mine"
 
 
+@pytest.mark.slow  # exports and runs the graphs in onnxruntime
 def test_an_adapter_is_merged_before_export_and_checked_against_peft(fixture_tiny, tmp_path):
     from smolconv.onnx.verify import verify_onnx
     from tests.adapters import make_adapter

@@ -12,8 +12,16 @@ import sys
 
 import typer
 
+try:  # typer 0.2x carries its own copy of click, whose exceptions are not click's
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # older typer uses click itself
+    from click import exceptions as click_exceptions
+
 from smolconv.cli._output import err_console, print_error
 from smolconv.errors import SmolconvError
+
+
+_NO_ARGS_IS_HELP = getattr(click_exceptions, "NoArgsIsHelpError", ())
 
 
 def mapped(command):
@@ -41,7 +49,19 @@ def run_program(app: typer.Typer) -> None:
 
     install_stop_handlers()
     try:
-        app(prog_name="smolconv")
+        # standalone_mode=False: click's own usage errors (an unknown option, a value outside an Enum's choices)
+        # come here as exceptions, to be printed as one line like every other bad input.
+        code = app(prog_name="smolconv", standalone_mode=False)
+    except _NO_ARGS_IS_HELP as exc:  # `smolconv` or a group alone: the help, as click would show it
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click_exceptions.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "smolconv"
+        message = " ".join(exc.format_message().replace("Value error, ", "").split()).rstrip(".")
+        print_error(SmolconvError(message, f"see `{where} --help`"))
+        sys.exit(exc.exit_code)
+    except click_exceptions.Abort:  # Ctrl-D or Ctrl-C at a prompt
+        sys.exit(1)
     except OSError as exc:  # smolconv's own writes; its staged files were removed on the way here
         if exc.errno not in DISK_FULL:
             raise
@@ -54,3 +74,4 @@ def run_program(app: typer.Typer) -> None:
         stop_all_children()
         err_console.print(f"stopped by {stop.name}: children stopped, partial files removed", highlight=False)
         sys.exit(stop.exit_code)
+    sys.exit(code or 0)
