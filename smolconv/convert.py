@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from smolconv.adapter import AdapterInfo
+from smolconv.builddir import BuildDir
 from smolconv.checkpoint import CheckpointInfo, checkpoint_files, inspect_checkpoint
 from smolconv.choices import Outtype
 from smolconv.errors import SmolconvError
 from smolconv.fsutil import ensure_writable_dir
 from smolconv.gguf_header import read_gguf_header
-from smolconv.manifest import Manifest
 from smolconv.progress import ProgressFn, no_progress
 from smolconv.pull import Source
 from smolconv.toolchain import Toolchain
@@ -54,7 +54,7 @@ def output_names(name: str, outtype: str) -> tuple[str, str]:
 
 
 def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn = no_progress,
-            source: Source | None = None) -> ConvertResult:
+            source: Source | None = None, build: BuildDir | None = None) -> ConvertResult:
     outtype = options.outtype.lower()
     if outtype not in OUTTYPES:
         raise SmolconvError(f"unknown --outtype {options.outtype}", f"choose one of {', '.join(OUTTYPES)}")
@@ -65,7 +65,7 @@ def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn 
     text_name, mmproj_name = output_names(name, outtype)
     text_path, mmproj_path = out_dir / text_name, out_dir / mmproj_name
 
-    manifest = Manifest.load(out_dir)
+    manifest = (build or BuildDir.open(out_dir)).manifest
     params = {"outtype": outtype, "name": name, "llama_cpp": toolchain.identity()}
     targets = [text_path, mmproj_path]
     input_files = info.input_files()
@@ -116,7 +116,8 @@ def adapter_output_name(adapter_name: str, outtype: str = ADAPTER_OUTTYPE) -> st
 
 
 def convert_adapter(adapter: AdapterInfo, base: CheckpointInfo, out_dir: Path, toolchain: Toolchain,
-                    progress: ProgressFn = no_progress, *, force: bool = False) -> ConvertResult:
+                    progress: ProgressFn = no_progress, *, force: bool = False,
+                    build: BuildDir | None = None) -> ConvertResult:
     """`--adapter-format gguf`: the adapter alone, with llama.cpp's convert_lora_to_gguf.py.
 
     The key holds the adapter's files and the base's config only, so a new adapter on an unchanged base
@@ -125,7 +126,7 @@ def convert_adapter(adapter: AdapterInfo, base: CheckpointInfo, out_dir: Path, t
     out_dir = Path(out_dir)
     ensure_writable_dir(out_dir)
     target = out_dir / adapter_output_name(adapter.name)
-    manifest = Manifest.load(out_dir)
+    manifest = (build or BuildDir.open(out_dir)).manifest
     inputs = {f"adapter/{p.name}": manifest.sha256(p) for p in adapter.files()}
     inputs["base/config.json"] = manifest.sha256(base.path / "config.json")
     params = {"outtype": ADAPTER_OUTTYPE, "name": adapter.name, "llama_cpp": toolchain.identity()}

@@ -19,6 +19,7 @@ from smolconv.adapter import AdapterInfo
 from smolconv.checkpoint import CheckpointInfo
 from smolconv.errors import SmolconvError
 from smolconv.fsutil import recover_replaced, staged_dir
+from smolconv.builddir import BuildDir
 from smolconv.manifest import Manifest
 from smolconv.progress import ProgressFn, no_progress
 
@@ -50,14 +51,14 @@ def merge_inputs(manifest: Manifest, base: CheckpointInfo, adapter: AdapterInfo)
     return inputs
 
 
-def merge(options: MergeOptions, progress: ProgressFn = no_progress) -> MergeResult:
+def merge(options: MergeOptions, progress: ProgressFn = no_progress, build: BuildDir | None = None) -> MergeResult:
     import peft
     import transformers
 
     out_dir = Path(options.out_dir)
     target = out_dir / MERGED_DIR
     recover_replaced(target)  # a merge killed mid-replace: before asking whether the merged folder is current
-    manifest = Manifest.load(out_dir)
+    manifest = (build or BuildDir.open(out_dir)).manifest
     inputs = merge_inputs(manifest, options.base, options.adapter)
     params = {"dtype": MERGE_DTYPE, "peft": peft.__version__, "transformers": transformers.__version__}
     key = manifest.step_key(inputs, params)

@@ -21,11 +21,12 @@ import jinja2
 
 from smolconv.errors import SmolconvError
 from smolconv.fsutil import ensure_writable_dir
+from smolconv.builddir import BuildDir
 from smolconv.manifest import Manifest
 from smolconv.models import SHAPES, ModelShape
 from smolconv.ollama_api import (MIN_VERSION_TEXT, NO_ADAPTER_CREATE_VERSION_TEXT, CreateReport, CreateRequest,
                                  create_models)
-from smolconv.plan import PlanSettings, VariantPlan, build_variants, estimated_variant, format_bytes, plan_variant
+from smolconv.plan import PlanSettings, VariantPlan, estimated_variant, format_bytes, plan_variant
 from smolconv.progress import ProgressFn, no_progress
 
 TEMPLATE_FILE = "smolvlm2.gotmpl"
@@ -317,14 +318,16 @@ def build_source(manifest: Manifest, out_dir: Path) -> tuple[str, str, str, str 
     return model_name, origin, license_text, default_name
 
 
-def package(options: PackageOptions, progress: ProgressFn = no_progress) -> PackageResult:
+def package(options: PackageOptions, progress: ProgressFn = no_progress,
+            build: BuildDir | None = None) -> PackageResult:
     out_dir = Path(options.out_dir)
     directory = templates_dir()
     presets = _select_presets(options.presets, load_presets(directory))
     progress("planning", None)
-    manifest = Manifest.load(out_dir)
+    build = build or BuildDir.open(out_dir)
+    manifest = build.manifest
     reports = quantize_reports(manifest)
-    variants = build_variants(out_dir, options.types or quantized_types(manifest, out_dir))
+    variants = build.variants(options.types or quantized_types(manifest, out_dir))
     model_name, origin, license_text, default_name = build_source(manifest, out_dir)
     name = options.name or default_name
     template = chat_template(directory)

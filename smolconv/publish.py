@@ -30,6 +30,7 @@ from pathlib import Path
 from smolconv import __version__
 from smolconv.errors import SmolconvError
 from smolconv.fsutil import staged_dir
+from smolconv.builddir import BuildDir
 from smolconv.manifest import Manifest
 from smolconv.package import (
     ModelfileSpec,
@@ -45,7 +46,7 @@ from smolconv.package import (
     render_modelfile,
     templates_dir,
 )
-from smolconv.plan import PlanSettings, VariantPlan, build_variants, format_bytes, plan_variant
+from smolconv.plan import PlanSettings, VariantPlan, format_bytes, plan_variant
 from smolconv.progress import ProgressFn, no_progress
 
 CARD_TEMPLATE = "model-card.md.j2"
@@ -196,16 +197,17 @@ def _adapter(manifest: Manifest) -> dict | None:
             "format": record["format"], "name": record.get("name"), "file": record.get("gguf")}
 
 
-def repo_files(options: PublishOptions) -> tuple[list[RepoFile], str]:
+def repo_files(options: PublishOptions, build: BuildDir | None = None) -> tuple[list[RepoFile], str]:
     """Every file of the repo, and the commit message: what --dry-run writes and an upload sends."""
     build_dir = Path(options.build_dir)
-    manifest = Manifest.load(build_dir)
+    build = build or BuildDir.open(build_dir)
+    manifest = build.manifest
     directory = templates_dir()
     presets = load_presets(directory)
     if options.preset not in presets:
         raise SmolconvError(f"unknown preset {options.preset!r}", f"choose one of {', '.join(presets)}")
     preset = presets[options.preset]
-    variants = build_variants(build_dir, options.types or quantized_types(manifest, build_dir))
+    variants = build.variants(options.types or quantized_types(manifest, build_dir))
     source = _source(manifest, build_dir, options.base_model)
     adapter = _adapter(manifest)
     if adapter and adapter["format"] == "merge" and adapter.get("name"):
@@ -339,18 +341,19 @@ def _smoke(records: dict, variant: str) -> list[dict]:
 # The stage
 
 
-def publish(options: PublishOptions, progress: ProgressFn = no_progress) -> PublishResult:
+def publish(options: PublishOptions, progress: ProgressFn = no_progress,
+            build: BuildDir | None = None) -> PublishResult:
     check_repo_id(options.repo_id)
     progress("writing the repo's files", None)
     if options.dry_run:
         # staged_dir refuses a non-empty folder (without --force) before any work, and leaves no half folder.
         with staged_dir(Path(options.dry_run), force=options.force) as folder:
-            files, message = repo_files(options)
+            files, message = repo_files(options, build)
             for repo_file in files:
                 repo_file.write(folder)
         return PublishResult(options.repo_id, files, message, folder=Path(options.dry_run))
     token = hub_token()  # before any work: no token, or offline, is a one-line error at once
-    files, message = repo_files(options)
+    files, message = repo_files(options, build)
     result = PublishResult(options.repo_id, files, message)
     with _upload_folder(Path(options.build_dir)) as folder:
         for repo_file in files:

@@ -20,6 +20,7 @@ from gguf import GGML_QUANT_SIZES, GGML_QUANT_VERSION, GGMLQuantizationType, Lla
 from smolconv.errors import SmolconvError
 from smolconv.gguf_header import read_gguf_header, requantized_header
 from smolconv.hashing import WrittenFileHash
+from smolconv.builddir import BuildDir
 from smolconv.manifest import Manifest
 from smolconv.progress import ProgressFn, no_progress
 from smolconv.runner import run_tool
@@ -191,9 +192,10 @@ _LOG_FALLBACK = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback quanti
 # Running llama-quantize
 
 
-def quantize(options: QuantizeOptions, toolchain: Toolchain, progress: ProgressFn = no_progress) -> QuantizeResult:
+def quantize(options: QuantizeOptions, toolchain: Toolchain, progress: ProgressFn = no_progress,
+             build: BuildDir | None = None) -> QuantizeResult:
     out_dir = Path(options.out_dir)
-    manifest = Manifest.load(out_dir)
+    manifest = (build or BuildDir.open(out_dir)).manifest
     convert_step = manifest.data["steps"].get("convert")
     if not convert_step:
         raise SmolconvError(f"{out_dir} has no converted model (no convert step in build.json)",

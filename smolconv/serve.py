@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 
 from smolconv.errors import SmolconvError
-from smolconv.plan import PlanSettings, Variant, build_variants, plan_variant
+from smolconv.builddir import BuildDir
+from smolconv.plan import PlanSettings, Variant, plan_variant
 from smolconv.runner import Interrupted, ServerProcess, command_line
 from smolconv.toolchain import Toolchain
 
@@ -59,10 +60,10 @@ class RunningServer:
         self.stop()
 
 
-def pick_variant(out_dir: Path, name: str | None) -> Variant:
+def pick_variant(build: BuildDir, name: str | None) -> Variant:
     if name:
-        return build_variants(out_dir, (name,))[0]
-    variants = {v.name: v for v in build_variants(out_dir)}
+        return build.variant(name)
+    variants = {v.name: v for v in build.variants()}
     for preferred in PREFERRED_VARIANTS:
         if preferred in variants:
             return variants[preferred]
@@ -117,7 +118,7 @@ def _healthy(url: str) -> bool:
 
 def start_server(options: ServeOptions, toolchain: Toolchain, variant: Variant | None = None) -> RunningServer:
     """Start llama-server for one variant and return once `/health` answers 200."""
-    variant = variant or pick_variant(Path(options.out_dir), options.variant)
+    variant = variant or pick_variant(BuildDir.open(options.out_dir), options.variant)
     planned = plan_variant(variant, options.settings)
     num_ctx = options.num_ctx or planned.num_ctx
     if options.port:

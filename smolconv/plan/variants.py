@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,18 +162,25 @@ def read_variant(name: str, text_path: Path, projector_path: Path, model: str = 
 
 
 def build_variants(out_dir: Path, types: tuple[str, ...] = ()) -> list[Variant]:
-    """The variants a build directory holds, read from the files its build.json lists."""
+    """The variants a build directory holds, read from the files its build.json lists (a command that has the
+    directory open already asks its BuildDir, which reads each file once)."""
     from smolconv.manifest import Manifest  # here: plan on a known shape needs no build
 
-    manifest = Manifest.load(out_dir)
-    convert_step = manifest.data["steps"].get("convert")
+    return manifest_variants(Path(out_dir), Manifest.load(out_dir).data, types)
+
+
+def manifest_variants(out_dir: Path, manifest: dict, types: tuple[str, ...] = (),
+                      read_text: Callable[[Path], TextModel] = read_text_model,
+                      read_proj: Callable[[Path], Projector] = read_projector) -> list[Variant]:
+    """The variants of the build whose build.json holds `manifest`, their GGUF headers read by the readers given."""
+    convert_step = manifest["steps"].get("convert")
     if not convert_step:
         raise SmolconvError(f"{out_dir} has no build.json with a converted model",
                             "run `smolconv build` first, or plan a known model such as 2.2b")
     text_name, projector_name = convert_step["outputs"]
     projector_path = out_dir / projector_name
     files: dict[str, Path] = {convert_step["params"]["outtype"].upper(): out_dir / text_name}
-    for step_name, step in manifest.data["steps"].items():
+    for step_name, step in manifest["steps"].items():
         if step_name.startswith("quantize:"):
             files[step["params"]["type"].upper()] = out_dir / step["outputs"][0]
         elif step_name.startswith("quantize-mmproj:"):
@@ -183,10 +191,10 @@ def build_variants(out_dir: Path, types: tuple[str, ...] = ()) -> list[Variant]:
     if missing:
         raise SmolconvError(f"{out_dir} has no {', '.join(missing)} variant",
                             f"plan one of {', '.join(files)}, or run `smolconv quantize --type {missing[0]}`")
-    projector = read_projector(projector_path)
+    projector = read_proj(projector_path)
     adapter_path = None
-    adapter_step = manifest.data["steps"].get("convert-adapter")
-    if adapter_step and manifest.data.get("adapter", {}).get("format") == "gguf":
+    adapter_step = manifest["steps"].get("convert-adapter")
+    if adapter_step and manifest.get("adapter", {}).get("format") == "gguf":
         adapter_path = out_dir / adapter_step["outputs"][0]
         if not adapter_path.is_file():
             raise SmolconvError(f"{adapter_path} is missing", "run `smolconv build` again")
@@ -196,6 +204,6 @@ def build_variants(out_dir: Path, types: tuple[str, ...] = ()) -> list[Variant]:
         path = files[qtype]
         if not path.is_file():
             raise SmolconvError(f"{path} is missing", "run `smolconv build` again")
-        variants.append(Variant(qtype, read_text_model(path), projector, path, projector_path, model=out_dir.name,
+        variants.append(Variant(qtype, read_text(path), projector, path, projector_path, model=out_dir.name,
                                 adapter_path=adapter_path, adapter_bytes=adapter_bytes))
     return variants
