@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 DEMO_OUT    ?= out/demo
 
 .PHONY: setup venv test check lint demo bench modelfiles modelfiles-check hardware-table hardware-table-check rehearsal \
-        wheel-check clean
+        wheel-check js-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,12 +33,26 @@ venv: $(STAMP)
 setup: venv
 	$(BIN)/smolconv setup $(SETUP_FLAGS)
 
-test: setup
+test: setup js-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The fast tier: everything that needs no llama.cpp build and no model run (tests marked slow are left out).
 check: venv
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# transformers.js for tests/test_transformers_js.py, as pinned in tests/js/package-lock.json (npm ci; again only when
+# the lock changes). ONNXRUNTIME_NODE_INSTALL_CUDA=skip: onnxruntime-node's install script would otherwise fetch CUDA
+# libraries. Without npm it says so and the test skips, unless SMOLCONV_REQUIRE_NODE is set (CI): then this fails.
+JS_DIR      := tests/js
+JS_STAMP    := $(JS_DIR)/node_modules/.package-lock.json
+
+js-deps:
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory $(JS_STAMP); \
+	elif [ -n "$$SMOLCONV_REQUIRE_NODE" ]; then echo "npm is not installed (Node 20.9 or later and npm)" >&2; exit 1; \
+	else echo "npm is not installed: the transformers.js test will be skipped (it needs Node 20.9 or later and npm)"; fi
+
+$(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	cd $(JS_DIR) && ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci --no-audit --no-fund
 
 lint: venv
 	$(BIN)/ruff check smolconv tests scripts examples

@@ -83,6 +83,20 @@ def build_tiny_q4(toolchain, fixture_tiny, tmp_path_factory) -> Path:
     return out
 
 
+# What the shared ONNX export holds: every variant (test_onnx.py measures them; the transformers.js test loads q4).
+ONNX_VARIANTS = ("fp32", "fp16", "quantized", "q4", "q4f16")
+
+
+@pytest.fixture(scope="session")
+def onnx_256m(fixture_256m, tmp_path_factory) -> Path:
+    """`export-onnx` of the 256m fixture, once per test run: test_onnx.py and test_transformers_js.py use it."""
+    from smolconv.onnx.export import ExportOptions, export_onnx
+
+    out = tmp_path_factory.mktemp("onnx") / "smolvlm2-256m-onnx"
+    export_onnx(ExportOptions(str(fixture_256m), out, variants=ONNX_VARIANTS))
+    return out
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the installed CLI as a user would, in a subprocess."""
     return subprocess.run([sys.executable, "-m", "smolconv", *args], capture_output=True, text=True,

@@ -18,17 +18,10 @@ from smolconv.errors import SmolconvError
 from smolconv.images import load_image, write_smoke_images
 from smolconv.onnx.export import GRAPHS, ExportOptions, export_onnx, graph_file
 from smolconv.onnx.runtime import OnnxVLM, Sampling
-from tests.conftest import run_cli
+from tests.conftest import ONNX_VARIANTS, run_cli
 
-VARIANTS = ("fp32", "fp16", "quantized", "q4", "q4f16")
+VARIANTS = ONNX_VARIANTS  # what tests/conftest.py's onnx_256m exports (once per run, shared with other files)
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "onnx_chat.py"
-
-
-@pytest.fixture(scope="session")
-def onnx_256m(fixture_256m, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("onnx") / "smolvlm2-256m-onnx"
-    export_onnx(ExportOptions(str(fixture_256m), out, variants=VARIANTS))
-    return out
 
 
 @pytest.fixture(scope="module")

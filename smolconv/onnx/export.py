@@ -5,6 +5,10 @@
     DIR/onnx/decoder_model_merged{...}.onnx   (+ .onnx_data beside a graph over 2 GB)
     DIR/config.json, tokenizer and processor files (copied from the checkpoint), DIR/build.json
 
+Two side files get a field transformers.js needs where the checkpoint lacks it (a checkpoint saved by transformers
+5 has neither): `processor_class` in preprocessor_config.json and `chat_template` in tokenizer_config.json (see
+completed_side_files).
+
 Exporter: torch.onnx's TorchScript exporter (`dynamo=False`), opset 17. torch 2.13 also has the
 torch.export-based exporter (onnxscript); on these graphs it gives the same outputs (checked on the tiny
 shape, NMSE 5e-13 both) but takes about 7x longer and specialises the batch axis to the example's size,
@@ -17,6 +21,7 @@ build.json records inputs, parameters and sha256 of every output, and a rerun sk
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections import Counter
@@ -35,6 +40,9 @@ EXPORTER = "torch.onnx TorchScript exporter (dynamo=False)"
 SIDE_FILES = ("config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
               "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
               "vocab.json", "merges.txt", "chat_template.json", "chat_template.jinja")
+# transformers.js's AutoProcessor picks the processor by preprocessor_config.json's `processor_class` (without it:
+# a bare Processor with no tokenizer), and its tokenizer reads the chat template from tokenizer_config.json only.
+DEFAULT_PROCESSOR_CLASS = "SmolVLMProcessor"
 
 
 @dataclass
@@ -114,8 +122,11 @@ def export_onnx(options: ExportOptions, progress: ProgressFn = no_progress) -> E
 
 def _copy_side_files(checkpoint: Path, out_dir: Path, manifest, inputs: dict, force: bool, result, progress) -> None:
     names = [n for n in SIDE_FILES if (checkpoint / n).is_file()]
-    targets = [out_dir / n for n in names]
-    key = manifest.step_key({n: inputs[n] for n in names}, {"files": names})
+    completed, added = completed_side_files(checkpoint)
+    written = [n for n in SIDE_FILES if n in names or n in completed]
+    targets = [out_dir / n for n in written]
+    params = {"files": names, "added": added}
+    key = manifest.step_key({n: inputs[n] for n in names}, params)
     if manifest.up_to_date("onnx:files", key, targets, force=force):
         result.reused.append("config and tokenizer files")
         return
@@ -123,13 +134,57 @@ def _copy_side_files(checkpoint: Path, out_dir: Path, manifest, inputs: dict, fo
     t0 = time.monotonic()
     from smolconv.fsutil import staged_file
 
-    for name, target in zip(names, targets, strict=True):
+    for name, target in zip(written, targets, strict=True):
         with staged_file(target) as tmp:
-            shutil.copyfile(checkpoint / name, tmp)
-    manifest.record_step("onnx:files", key, {"files": names}, {n: inputs[n] for n in names}, targets,
-                         time.monotonic() - t0)
+            if name in completed:
+                tmp.write_text(json.dumps(completed[name], indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            else:
+                shutil.copyfile(checkpoint / name, tmp)
+    manifest.record_step("onnx:files", key, params, {n: inputs[n] for n in names}, targets, time.monotonic() - t0)
     manifest.save()
     result.written.append("config and tokenizer files")
+
+
+def completed_side_files(checkpoint: Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The side files that lack what transformers.js reads, completed: ({file: its JSON}, {file: {field: origin}}).
+
+    The second says what was added and from where, for build.json. Fields already there are kept as they are.
+    - preprocessor_config.json gets `processor_class`: processor_config.json's or tokenizer_config.json's, else
+      SmolVLMProcessor. A checkpoint saved by transformers 5 has no preprocessor_config.json: the image processor
+      is nested in processor_config.json, and the file is written from that entry.
+    - tokenizer_config.json gets `chat_template`: the checkpoint's template from chat_template.jinja (all
+      transformers 5 writes), else chat_template.json, the order transformers reads them in. A checkpoint with
+      no template anywhere gets none here.
+    """
+    from smolconv.checkpoint import find_chat_template, read_json_object
+
+    def read(name: str) -> dict:
+        path = checkpoint / name
+        return read_json_object(path, "fix or replace the checkpoint's file") if path.is_file() else {}
+
+    completed: dict[str, dict] = {}
+    added: dict[str, dict] = {}
+    preprocessor, origin = read("preprocessor_config.json"), "preprocessor_config.json"
+    nested = read("processor_config.json").get("image_processor")
+    if not preprocessor and isinstance(nested, dict) and nested:
+        preprocessor, origin = dict(nested), "processor_config.json's image_processor"
+    if preprocessor and not preprocessor.get("processor_class"):
+        value, source = DEFAULT_PROCESSOR_CLASS, "default"
+        for name in ("processor_config.json", "tokenizer_config.json"):
+            found = read(name).get("processor_class")
+            if found and isinstance(found, str):
+                value, source = found, name
+                break
+        completed["preprocessor_config.json"] = {**preprocessor, "processor_class": value}
+        added["preprocessor_config.json"] = {"processor_class": {"value": value, "from": source}}
+        if origin != "preprocessor_config.json":
+            added["preprocessor_config.json"]["created_from"] = origin
+    tokenizer = read("tokenizer_config.json")
+    template = find_chat_template(checkpoint)
+    if tokenizer and not tokenizer.get("chat_template") and template is not None:
+        completed["tokenizer_config.json"] = {**tokenizer, "chat_template": template.text}
+        added["tokenizer_config.json"] = {"chat_template": {"from": template.file}}
+    return completed, added
 
 
 def _export_params(graph: str) -> dict:
