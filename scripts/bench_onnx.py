@@ -1,12 +1,14 @@
 """Benchmark: export-onnx on a fixture shape (default 2.2b), and the _q4 decoder's speed beside llama-server's Q4_K_M.
 
-Usage: python scripts/bench_onnx.py [--shape 2.2b] [--work DIR] [--checkpoint DIR] [--graphs G ...]
+Usage: python scripts/bench_onnx.py [--shape 2.2b] [--work DIR] [--checkpoint DIR] [--per-graph] [--graphs G ...]
                                     [--variants V ...] [--fp32-mib N] [--export-only | --decode-only]
                                     [--tokens 64] [--runs 3] [--no-gguf] [--keep]
-Needs about 25 GB of free disk (40 GB with --keep) and 14 GB of memory for the 2.2b shape. Each graph's export
-and each variant of each graph runs in a fresh process (smolconv.onnx.export.export_graph /
-quantize.make_variant, the functions `smolconv export-onnx` calls), so every line has its own wall time and peak
-RSS; the goal is a peak RSS of at most twice the fp32 graphs' size. Then the `_q4` graphs decode --tokens
+Needs about 25 GB of free disk (40 GB with --keep) and 14 GB of memory for the 2.2b shape. The export line is
+the real command: `smolconv export-onnx` (every graph, every variant and its verify, in one process), its wall
+time and the peak RSS of its whole process tree (scripts/_measure.py); the goal is a peak RSS of at most twice
+the fp32 graphs' size. `--per-graph` adds the breakdown: each graph's export and each variant of each graph in a
+fresh process (smolconv.onnx.export.export_graph / quantize.make_variant, the functions export-onnx calls), so
+every line has its own wall time and peak RSS. Then the `_q4` graphs decode --tokens
 tokens (end of text ignored, greedy) in smolconv's onnxruntime runner, and the Q4_K_M GGUF of the same checkpoint
 (`smolconv build`) decodes the same count in llama-server started by hand; both on this machine's CPU, with
 their default thread counts, in pairs (one run of each in turn) so that other load on the machine falls on both
@@ -76,6 +78,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="A synthesized checkpoint of --shape to reuse (default: synthesize one in WORK).")
+    parser.add_argument("--per-graph", action="store_true",
+                        help="After the whole command, each graph and variant in its own process (the breakdown).")
     parser.add_argument("--graphs", nargs="+", choices=GRAPHS, default=list(GRAPHS),
                         help="Export only these graphs (default: all three).")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(DEFAULT_VARIANTS),
@@ -101,9 +105,27 @@ def main() -> None:
             raise SystemExit(f"{checkpoint}: no config.json; give a checkpoint that `smolconv synth` wrote")
         subprocess.run(smolconv("synth", "--shape", args.shape, "--out", str(checkpoint)), check=True)
     if not args.decode_only:
-        export_rows(args, checkpoint, out)
+        export_command(args, checkpoint, work / "export-onnx")
+        if args.per_graph:
+            export_rows(args, checkpoint, out)
     if not args.export_only:
         decode(args, checkpoint, out, work)
+
+
+def export_command(args, checkpoint: Path, out: Path) -> None:
+    """`smolconv export-onnx` as a user runs it: all graphs, all variants and verify in one process."""
+    shutil.rmtree(out, ignore_errors=True)
+    variants = [v for v in VARIANTS if v in args.variants and v != "fp32"]
+    result = measure(smolconv("export-onnx", str(checkpoint), "--out", str(out), *(a for v in variants
+                                                                               for a in ("--type", v))))
+    fp32_bytes = args.fp32_mib * 2**20 if args.fp32_mib else sum(size(graph_file(out, g)) for g in GRAPHS)
+    peak = result["peak_rss_mib"]
+    print(f"{args.shape}: smolconv export-onnx ({', '.join(variants)}, verify included): {result['seconds']:.1f} s, "
+          f"peak RSS of the process tree {peak:.0f} MiB ({peak * 2**20 / fp32_bytes:.2f}x the fp32 graphs' "
+          f"{fp32_bytes / 2**20:.0f} MiB), largest single process {result['largest_process_mib']:.0f} MiB",
+          flush=True)
+    if not args.keep:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def export_rows(args, checkpoint: Path, out: Path) -> None:

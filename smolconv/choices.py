@@ -48,3 +48,9 @@ class KvType(StrEnum):
 
     F16 = "f16"
     Q8_0 = "q8_0"
+
+
+class VerifyCheck(StrEnum):
+    """A verify check that can fail to run (not the same as failing); `--allow-unchecked NAME` accepts that."""
+
+    VISION = "vision"  # needs llama.cpp's MTMD_DEBUG_EMBEDDINGS hook to read the projector's output

@@ -8,7 +8,7 @@ Every case must be accepted by the backend, stop by itself (end of utterance, no
 contain no chat-template tokens. Image cases must also show that the image reached the model: the prompt
 has at least the tokens the projector makes of that image (a model packaged without its projector
 answers from the text alone, with a prompt a few dozen tokens long). Expected words ("Paris") are
-reported; `strict` makes them fail the case too.
+reported; `strict` (always on in `build`) makes them fail the case too, except an empty reply on a fixture.
 
 On a `smolconv synth` fixture the vision tower is random, so its image answers are noise that may never
 stop: there, for image cases only, running to the limit is reported and not judged.
@@ -162,13 +162,22 @@ def judge(case: SmokeCase, answer: Answer, *, min_prompt_tokens: int, max_tokens
     if min_prompt_tokens and (answer.prompt_tokens or 0) < min_prompt_tokens:
         failures.append(f"prompt was {answer.prompt_tokens} tokens, expected at least {min_prompt_tokens}: "
                         "the image did not reach the model (projector missing?)")
-    if not answer.text.strip():
+    empty = not answer.text.strip()
+    if empty:
         notes.append("empty answer: the model ended its turn at once")
+    # Every fixture has a random vision tower, so random_parts is empty exactly for a real checkpoint. The 256m
+    # fixture's real text weights were Q4_1 before smolconv requantized them; its Q4_K_M and Q5_K_M end the turn
+    # before answering (README, Fixture checkpoints). An empty reply there is not judged; any other wrong answer is.
+    empty_on_fixture = empty and bool(random_parts)
     expectation = None
     if case.expect:
         expectation = re.search(case.expect, answer.text, re.IGNORECASE) is not None
-        if not expectation:
-            (failures if strict and not noise else notes).append(f"answer does not match /{case.expect}/")
+        if not expectation and strict and not noise and not empty_on_fixture:
+            failures.append(f"answer does not match /{case.expect}/")
+        elif not expectation:
+            why = (" (not judged: an empty reply on a smolconv fixture)" if strict and empty_on_fixture and not noise
+                   else "")
+            notes.append(f"answer does not match /{case.expect}/{why}")
     if failures:
         return CaseResult(case.name, case.what, False, "; ".join(failures), answer, expectation, notes)
     reason = "stopped by itself, no template text" if answer.finish_reason == "stop" else "answered (not judged)"

@@ -7,12 +7,16 @@
    so both sides are centred (mean zero over the vocabulary) and compared: NMSE = Σ(a-b)² / Σb², and
    whether the top token agrees. This uses a tool the toolchain already builds, and it is the very binary
    that serves the model.
-2. Vision, F16 projector against the HF vision tower + connector on one tile. llama.cpp writes a projector
-   output when MTMD_DEBUG_EMBEDDINGS names a file; with --image-min/max-tokens set to one tile and an image
-   exactly one tile large, that output is the overview tile, which llama.cpp copies without resizing, so
-   both sides see the same pixels. A llama.cpp without that hook is reported as "not checked".
+2. Vision, F16 projector against transformers' own `get_image_features` (SigLIP + connector) on one tile.
+   llama.cpp writes a projector output when MTMD_DEBUG_EMBEDDINGS names a file; with --image-min/max-tokens
+   set to one tile and an image exactly one tile large, that output is the overview tile, which llama.cpp
+   copies without resizing, so both sides see the same pixels. An output of another shape fails. A llama.cpp
+   without that hook cannot run the check: that fails too, unless the user allows it (`allow_unchecked`).
 3. Each quantized variant against F16 with llama-perplexity's --kl-divergence on a text smolconv ships:
    mean KL divergence, its 99th percentile, and how often the top token is the same.
+
+The tokenizer is compared on its own (1 feeds both sides the HF ids): a GGUF that tokenizes a prompt
+differently fails, since Ollama and llama-server tokenize with the GGUF's.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import httpx
 import numpy as np
 
 from smolconv.checkpoint import image_processor_config
+from smolconv.choices import VerifyCheck
 from smolconv.errors import SmolconvError
 from smolconv.plan import Variant, build_variants
 from smolconv.runner import run_tool
@@ -63,6 +68,8 @@ class Gates:
     # DEFAULT_MAX_KLD is for real checkpoints. verify turns it off for a smolconv fixture, whose text weights
     # were 4-bit before they were ever quantized here (or random): its KLD is measured and shown, not gated.
     default_kld: bool = True
+    # Checks that may fail to run without failing verify (VerifyCheck values), because the user said so.
+    allow_unchecked: tuple[str, ...] = ()
 
     def kld_gate(self, variant: str) -> float | None:
         if variant in self.max_kld:
@@ -100,10 +107,12 @@ class PromptResult:
 
 @dataclass
 class VisionResult:
-    checked: bool
+    checked: bool                  # an NMSE was measured
     nmse: float | None = None
     n_tokens: int | None = None
     reason: str = ""
+    could_not_run: bool = False    # asked for, but this llama.cpp cannot show the projector's output
+    wrong_shape: bool = False      # llama.cpp's output has another shape than transformers': a wrong projector
 
 
 @dataclass
@@ -139,9 +148,17 @@ class VerifyReport:
         problems = []
         if self.text and not self.max_nmse < self.gates.max_nmse:
             problems.append(f"F16 logits NMSE {self.max_nmse:.2e} is over the gate {self.gates.max_nmse:.0e}")
+        differing = [r for r in self.text if r.tokenizer_same is False]
+        if differing:
+            problems.append(f"the GGUF tokenizes {len(differing)} of {len(self.text)} prompts differently from the "
+                            f"HF tokenizer (first: {differing[0].prompt[:40]!r})")
         if self.vision.checked and not (self.vision.nmse or 0) < self.gates.max_vision_nmse:
             problems.append(f"projector NMSE {self.vision.nmse:.2e} is over the gate "
                             f"{self.gates.max_vision_nmse:.0e}")
+        if self.vision.wrong_shape:
+            problems.append(f"projector: {self.vision.reason}")
+        if self.vision.could_not_run and VerifyCheck.VISION not in self.gates.allow_unchecked:
+            problems.append(f"projector {self.vision.reason}; --allow-unchecked {VerifyCheck.VISION} accepts that")
         problems += [f"{k.variant} mean KLD {k.mean_kld:.4f} is over the gate {k.gate}"
                      for k in self.kld if not k.passed]
         return problems
@@ -149,6 +166,11 @@ class VerifyReport:
     @property
     def passed(self) -> bool:
         return not self.failures
+
+    @property
+    def unchecked(self) -> list[str]:
+        """The checks that could not run (VerifyCheck values), allowed or not."""
+        return [VerifyCheck.VISION.value] if self.vision.could_not_run else []
 
     @property
     def adapter_kl(self) -> float | None:
@@ -159,7 +181,7 @@ class VerifyReport:
     def to_dict(self) -> dict:
         return {
             "passed": self.passed, "failures": self.failures, "seconds": round(self.seconds, 2),
-            "gates": asdict(self.gates),
+            "gates": asdict(self.gates), "unchecked": self.unchecked,
             "text": {"max_nmse": self.max_nmse, "top1_agree": sum(r.top1_same for r in self.text),
                      "adapter_kl": self.adapter_kl,
                      "prompts": [asdict(r) | {"top1_same": r.top1_same} for r in self.text]},
@@ -229,27 +251,26 @@ def adapter_effect(model, ids: list[int], adapted: np.ndarray) -> float | None:
         return kl_divergence(adapted, reference_logits(model, ids))
 
 
-def reference_tile_embeddings(model, checkpoint: Path, pixels: np.ndarray) -> np.ndarray:
-    """The HF projector output for one tile (H×W×3 uint8), with patch positions 0..N-1.
-
-    transformers 4.55-4.57 compute the positions of a full float32 tile one bucket low (a rounding
-    regression, huggingface/transformers#41190); SmolVLM was trained with, and llama.cpp uses, the plain
-    sequence. The embeddings are therefore built here from the model's own modules."""
+def tile_pixel_values(checkpoint: Path, pixels: np.ndarray):
+    """One tile (H×W×3 uint8) normalised as SmolVLM's image processor does, as a (1, 1, 3, H, W) tensor."""
     import torch
 
     processor = image_processor_config(checkpoint)
     mean = np.array(processor.get("image_mean", [0.5, 0.5, 0.5]), dtype=np.float32)
     std = np.array(processor.get("image_std", [0.5, 0.5, 0.5]), dtype=np.float32)
     values = (pixels.astype(np.float32) / 255.0 - mean) / std
-    pixel_values = torch.tensor(values).permute(2, 0, 1)[None]
-    model = _hf_model(model)
-    vision = model.model.vision_model
+    return torch.tensor(values).permute(2, 0, 1)[None, None]
+
+
+def reference_tile_embeddings(model, checkpoint: Path, pixels: np.ndarray) -> np.ndarray:
+    """transformers' projector output for one tile (H×W×3 uint8): `get_image_features`, the forward
+    SmolVLMModel runs on an image, with the whole tile unpadded."""
+    import torch
+
+    pixel_values = tile_pixel_values(checkpoint, pixels)
     with torch.no_grad():
-        patches = vision.embeddings.patch_embedding(pixel_values).flatten(2).transpose(1, 2)
-        positions = torch.arange(patches.shape[1])[None]
-        hidden = vision.encoder(inputs_embeds=patches + vision.embeddings.position_embedding(positions))
-        hidden = vision.post_layernorm(hidden.last_hidden_state)
-        return model.model.connector(hidden)[0].double().numpy()
+        features = _hf_model(model).model.get_image_features(pixel_values=pixel_values)
+    return features.pooler_output[0].double().numpy()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,14 +355,14 @@ def compare_vision(variant: Variant, checkpoint: Path, toolchain: Toolchain, mod
         run_tool(args, what="encoding a test tile with llama-mtmd-cli", env={"MTMD_DEBUG_EMBEDDINGS": str(dump)},
                  fix="check that the projector loads with llama-mtmd-cli", timeout=1800)
         if not dump.is_file():
-            return VisionResult(False, reason="not checked: this llama.cpp does not write projector embeddings "
-                                              "(MTMD_DEBUG_EMBEDDINGS)")
+            return VisionResult(False, could_not_run=True, reason="not checked: this llama.cpp does not write "
+                                "projector embeddings (MTMD_DEBUG_EMBEDDINGS)")
         n_tokens, n_embd = np.fromfile(dump, dtype=np.int32, count=2)
         gguf = np.fromfile(dump, dtype=np.float32, offset=8).reshape(n_tokens, n_embd)
     reference = reference_tile_embeddings(model, checkpoint, tile)
     if reference.shape != gguf.shape:
-        return VisionResult(False, reason=f"not checked: llama.cpp wrote {gguf.shape}, the HF connector gives "
-                                          f"{reference.shape} (the last encoded image was not the test tile)")
+        return VisionResult(False, wrong_shape=True, reason=f"llama.cpp's output for one tile is "
+                            f"{tuple(gguf.shape)}, transformers' {tuple(reference.shape)}")
     return VisionResult(True, nmse=nmse(reference, gguf), n_tokens=int(n_tokens))
 
 

@@ -2,12 +2,15 @@
 
 `plan --measure` on a CUDA build and `scripts/bench_gpu.py` send the same requests: the largest image (a
 square one: every tile SmolVLM2 makes, plus the overview), then a prompt that fills num_ctx with as many
-full-size images as fit and text up to the end. ggml's CUDA memory pool and cuBLAS only grow, so the memory
-read after each request is the peak so far; llama.cpp's buffers alone never show it (docs/ARCHITECTURE.md).
+full-size images as fit and text up to the end. The process's memory is read after each request and, every
+SAMPLE_S, while it runs: ggml's CUDA memory pool and cuBLAS should only grow, but a peak inside a request that
+is given back before it ends would otherwise go unseen. llama.cpp's buffers alone never show it
+(docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from smolconv.smoke import fill_text
 LARGEST_IMAGE = (2048, 2048)  # square: the most tiles; any size is resized to the preprocessor's edge first
 ANSWER_TOKENS = 32
 MARGIN = 64                   # tokens left free beside the answer
+SAMPLE_S = 0.1                # how often memory is read while a request runs
 
 
 @dataclass
@@ -35,10 +39,12 @@ class WorstCase:
     image: Answer | None = None
     full_context: Answer | None = None
     images_in_context: int = 0
+    during_requests: int | None = None  # the largest reading taken while a request ran
 
     @property
     def peak(self) -> int | None:
-        values = [v for v in (self.idle, self.after_image, self.after_full_context) if v is not None]
+        values = [v for v in (self.idle, self.after_image, self.after_full_context, self.during_requests)
+                  if v is not None]
         return max(values) if values else None
 
     def to_dict(self) -> dict:
@@ -47,7 +53,8 @@ class WorstCase:
                                            "decode_tps": a.decode_tps, "wall_s": round(a.wall_s, 3)}
 
         return {"how": self.how, "idle": self.idle, "after_image": self.after_image,
-                "after_full_context": self.after_full_context, "peak": self.peak,
+                "after_full_context": self.after_full_context, "during_requests": self.during_requests,
+                "peak": self.peak,
                 "images_in_context": self.images_in_context, "image_request": answer(self.image),
                 "full_context_request": answer(self.full_context)}
 
@@ -80,15 +87,43 @@ def worst_case(backend: LlamaServerBackend, pid: int, projector: Projector, n_ct
     result = WorstCase(how=how, idle=idle)
     image = largest_image(images_dir)
     try:
-        result.image = backend.chat([Message.of("user", "Describe this image.", [load_image(image)])], ANSWER_TOKENS)
-        result.after_image = process_memory(pid)[0]
-        message, result.images_in_context = full_context_message(backend, projector, n_ctx, image)
-        result.full_context = backend.chat([message], ANSWER_TOKENS)
-        result.after_full_context = process_memory(pid)[0]
+        with MemorySampler(pid) as sampler:
+            result.image = backend.chat([Message.of("user", "Describe this image.", [load_image(image)])],
+                                        ANSWER_TOKENS)
+            result.after_image = process_memory(pid)[0]
+            message, result.images_in_context = full_context_message(backend, projector, n_ctx, image)
+            result.full_context = backend.chat([message], ANSWER_TOKENS)
+            result.after_full_context = process_memory(pid)[0]
     except BackendError as exc:
         raise SmolconvError(f"llama-server failed a worst-case request ({exc})",
                             "run `smolconv serve` and send the request by hand to see why") from None
+    result.during_requests = sampler.peak
     return result
+
+
+class MemorySampler:
+    """Reads `pid`'s GPU memory every SAMPLE_S on a thread while the block runs; `peak` is the largest reading."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peak = pid, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gpu-memory-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            used = process_memory(self.pid)[0]
+            if used is not None:
+                self.peak = used if self.peak is None else max(self.peak, used)
+            if self._stop.wait(SAMPLE_S):
+                return
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def measure_worst_case(toolchain, variant: Variant, settings: PlanSettings, images_dir: Path,

@@ -273,10 +273,14 @@ def test_killed_build_leaves_no_final_partial_file_and_the_next_run_completes(to
     cmd = [sys.executable, "-m", "smolconv", "build", str(fixture_tiny), "--out", str(out), "--no-verify", "--no-smoke"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list(out.glob(".*.partial")):
-        time.sleep(0.05)
+    writing = False
+    while time.monotonic() < deadline and proc.poll() is None and not writing:
+        writing = bool(list(out.glob(".*.partial")))
+        time.sleep(0 if writing else 0.01)
+    # The kill must hit a stage that is writing: a partial file was there and the build still runs.
+    assert writing and proc.poll() is None, "the build ended before a stage could be killed"
     os.killpg(proc.pid, signal.SIGKILL)  # smolconv and the converter it runs, mid-write
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL
     finals = [p for p in out.glob("*.gguf")]
     manifest = json.loads((out / "build.json").read_text()) if (out / "build.json").exists() else {"outputs": {}}
     for path in finals:  # anything under a final name is complete and recorded

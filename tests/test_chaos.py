@@ -31,10 +31,12 @@ def test_killed_builds_rerun_to_the_same_bytes(toolchain, fixture_tiny, build_ti
                                smoke=False, seed=5, signals=[signal.SIGKILL, signal.SIGTERM])
     # Stage lengths to spread the kill moments over (seconds after the stage is reached), instead of timing a
     # reference run here.
-    chaos.durations = {"convert": 4.0, "quantize": 1.0, "package": 0.2}
+    # Package is the last stage and short: its kill goes at once, or the build may end first.
+    chaos.durations = {"convert": 4.0, "quantize": 1.0, "package": 0.0}
     chaos.round(reference)
     report = chaos.report
     assert not report.problems, report.lines()
     assert report.identical == [True]
-    assert sum(report.kills.values()) + report.missed == 3
-    assert report.kills, report.lines()  # at least one run was really killed
+    # Every kill landed on a running build (none finished first), so chaos.py would exit 0.
+    assert report.aimed == report.landed == 3 and report.missed == 0, report.lines()
+    assert report.passed

@@ -79,4 +79,5 @@ def test_worst_case_sends_the_largest_image_then_fills_the_context_with_images(t
     # the text fills what the images leave, to within one filler sentence
     assert budget - 12 <= case.full_context.prompt_tokens <= budget
     assert (case.idle, case.after_image, case.after_full_context, case.peak) == (1234 * MiB,) * 4
+    assert case.during_requests == 1234 * MiB  # read while the requests ran, too
     assert case.how == "nvidia-smi" and case.to_dict()["images_in_context"] == 3

@@ -42,18 +42,21 @@ def test_plan_2p2b_prints_a_table_without_any_download():
     assert data[0]["free_after_load"] > data[1]["free_after_load"] > data[2]["free_after_load"]
 
 
-# The process's own GPU memory at its worst (nvidia-smi --query-compute-apps, MiB) serving 2.2b with the plan for an
-# 8 GiB card on an H100 (issue 15): after a 1024x768 image, and for Q4_K_M also over a 5.3k-token text prompt and a
-# 4.6k-token two-image prompt.
-H100_PEAK_MIB = {"Q4_K_M": 4195, "Q5_K_M": 4342, "Q8_0": 4910}
+# The process's own GPU memory (nvidia-smi --query-compute-apps, MiB) serving 2.2b with the plan for an 8 GiB card on
+# an H100 (issue 15): after a 1024x768 image, and for Q4_K_M also over a 5.3k-token text prompt and a 4.6k-token
+# two-image prompt. plan.runtime_bytes was fitted to these very readings, and Q5_K_M's and Q8_0's were not taken
+# at the worst case (num_ctx filled with images), so this is a regression pin on the fitted data, not a proof
+# that the plan is an upper bound. Held-out readings (other contexts, shapes, image counts, at the worst case):
+# scripts/bench_gpu.py on a GPU, docs/GPU_BENCH.md.
+H100_FITTED_MIB = {"Q4_K_M": 4195, "Q5_K_M": 4342, "Q8_0": 4910}
 
 
-def test_plan_2p2b_is_an_upper_bound_of_what_the_h100_measured_and_at_most_10_percent_above():
+def test_plan_2p2b_stays_at_or_above_the_h100_readings_it_was_fitted_to():
     result = run_cli("plan", "2.2b", "--vram", "8GiB", "--json")
     assert result.returncode == 0, result.stderr
     data = {d["variant"]: d for d in json.loads(result.stdout)}
-    assert set(data) == set(H100_PEAK_MIB)
-    for variant, peak in H100_PEAK_MIB.items():
+    assert set(data) == set(H100_FITTED_MIB)
+    for variant, peak in H100_FITTED_MIB.items():
         memory = data[variant]["memory"]
         assert peak * MiB <= memory["total"] <= 1.10 * peak * MiB, (variant, memory["total"] / MiB)
         # The part outside llama.cpp's buffers is the modelled runtime, not a flat allowance.

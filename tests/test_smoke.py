@@ -84,6 +84,18 @@ def test_expected_words_gate_only_when_strict():
                      random_parts=frozenset()).passed
 
 
+def test_strict_judging_lets_only_an_empty_reply_on_a_fixture_through():
+    empty, wrong = answer(""), answer(" The capital of France is Lyon.")
+    fixture = frozenset({"vision"})  # the 256m fixture: real text weights, random vision tower
+    on_fixture = judge(CASE["text_fact"], empty, min_prompt_tokens=0, max_tokens=64, strict=True,
+                       random_parts=fixture)
+    assert on_fixture.passed and any("not judged: an empty reply on a smolconv fixture" in n for n in on_fixture.notes)
+    assert not judge(CASE["text_fact"], wrong, min_prompt_tokens=0, max_tokens=64, strict=True,
+                     random_parts=fixture).passed
+    real = judge(CASE["text_fact"], empty, min_prompt_tokens=0, max_tokens=64, strict=True, random_parts=frozenset())
+    assert not real.passed and "does not match" in real.reason
+
+
 def test_image_tokens_follow_the_tiling():
     # 960x240 -> 2048x512 -> 4x1 tiles + overview; 4000x3000 -> 2048x1536 -> 4x3 + 1; 1x1 -> 2048x2048 -> 16 + 1
     assert image_tokens(PROJECTOR_256M, (960, 240)) == 5 * 64

@@ -1,18 +1,19 @@
-"""verify against real files: a deliberately damaged F16 GGUF fails the F16 gate.
+"""verify against real files: a deliberately damaged F16 GGUF fails the F16 gate (exit 1).
 
-The passing side (the 256m fixture's F16 under the gate, KLD of every variant) is checked on the build in
-test_build.py, where `smolconv build` ends with verify.
+The other gates failing on real files are in test_gates.py. The passing side (the 256m fixture's F16 under the
+gate, KLD of every variant) is checked on the build in test_build.py, where `smolconv build` ends with verify.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
 import pytest
 from gguf import GGUFReader
 
-from smolconv.verify import DEFAULT_PROMPTS, VerifyOptions, verify
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
 DAMAGED_TENSOR = "blk.15.ffn_down.weight"
@@ -33,10 +34,9 @@ def test_a_damaged_f16_gguf_fails_verify(toolchain, build_256m_q4_q8, tmp_path):
     f16 = next(damaged.glob("*-F16.gguf"))
     _scale_tensor(f16, DAMAGED_TENSOR, 1.5)
 
-    report = verify(VerifyOptions(damaged, types=(), vision=False, prompts=DEFAULT_PROMPTS[:2],
-                                  threads=2), toolchain)
+    result = run_cli("verify", str(damaged), "--type", "Q8_0", "--no-vision", "--threads", "2")
 
-    assert not report.passed
-    assert report.max_nmse > report.gates.max_nmse
-    assert any("F16 logits NMSE" in failure for failure in report.failures), report.failures
-    assert report.path.is_file() and '"passed": false' in report.path.read_text()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "F16 logits NMSE" in result.stderr, result.stderr
+    report = json.loads((damaged / "verify.json").read_text())
+    assert report["passed"] is False and report["text"]["max_nmse"] > report["gates"]["max_nmse"]

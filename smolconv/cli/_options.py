@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from smolconv.choices import AdapterFormat, KvType, Outtype, Via
+from smolconv.choices import AdapterFormat, KvType, Outtype, VerifyCheck, Via
 
 LlamaCppOption = Annotated[
     str | None,
@@ -37,6 +37,9 @@ NumCtxOption = Annotated[int | None, typer.Option(
 MaxKldOption = Annotated[list[str] | None, typer.Option(
     "--max-kld", help="KLD gate TYPE=VALUE, repeatable. Defaults for real checkpoints: Q8_0=0.005 Q5_K_M=0.03 "
     "Q4_K_M=0.05; a smolconv fixture is measured but not gated unless you give one.")]
+AllowUncheckedOption = Annotated[list[VerifyCheck] | None, typer.Option(
+    "--allow-unchecked", metavar="NAME", help="Let verify pass when this check cannot run (repeatable): vision "
+    "(a llama.cpp without the MTMD_DEBUG_EMBEDDINGS hook); the report names it.")]
 NameOption = Annotated[str | None, typer.Option(
     "--name", help="Ollama model name before ':' (default: from the checkpoint, e.g. smolvlm2).")]
 PresetOption = Annotated[list[str] | None, typer.Option(
@@ -62,8 +65,8 @@ def plan_settings(vram: str, reserve: str, overhead: str | None, kv_type: str, n
                         kv_type=str(kv_type).lower(), num_ctx=num_ctx, max_ctx=max_ctx)
 
 
-def verify_gates(max_nmse: float, max_kld: list[str] | None):
-    """verify's gates from --max-nmse and the repeatable --max-kld TYPE=VALUE."""
+def verify_gates(max_nmse: float, max_kld: list[str] | None, allow_unchecked: list[VerifyCheck] | None = None):
+    """verify's gates from --max-nmse, the repeatable --max-kld TYPE=VALUE and --allow-unchecked NAME."""
     from smolconv.errors import SmolconvError
     from smolconv.verify import Gates
 
@@ -74,7 +77,8 @@ def verify_gates(max_nmse: float, max_kld: list[str] | None):
             gates[name.strip().upper()] = float(value)
         except ValueError:
             raise SmolconvError(f"--max-kld {item!r} is not TYPE=NUMBER", "write e.g. --max-kld Q4_K_M=0.1") from None
-    return Gates(max_nmse=max_nmse, max_vision_nmse=max_nmse, max_kld=gates)
+    return Gates(max_nmse=max_nmse, max_vision_nmse=max_nmse, max_kld=gates,
+                 allow_unchecked=tuple(sorted({str(c) for c in allow_unchecked or ()})))
 
 
 def find_toolchain(llama_cpp: str | None):

@@ -171,8 +171,12 @@ def verify(report) -> None:
         note = "" if report.adapter_kl > 1e-6 else " — the adapter changes nothing: was it trained (lora_B non-zero)?"
         plain(f"adapter effect: KL(base + adapter ‖ base) up to {report.adapter_kl:.4f} nats{note}")
     v = report.vision
-    plain(f"projector vs HF connector, one {v.n_tokens}-token tile: NMSE {v.nmse:.2e}" if v.checked
-          else f"projector: {v.reason}")
+    if v.checked:
+        plain(f"projector vs transformers, one {v.n_tokens}-token tile: NMSE {v.nmse:.2e}")
+    elif v.could_not_run and "vision" in report.gates.allow_unchecked:
+        plain(f"projector: {v.reason} (allowed by --allow-unchecked vision)")
+    else:
+        plain(f"projector: {v.reason}")
     if report.kld:
         kld = Table(title=f"each variant against F16 (llama-perplexity --kl-divergence, F16 PPL {report.f16_ppl})")
         for column in ("variant", "mean KLD", "99% KLD", "same top token", "PPL ratio", "gate", "result"):

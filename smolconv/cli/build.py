@@ -9,6 +9,7 @@ import typer
 from smolconv.choices import AdapterFormat, BuildBackend, KvType, Outtype, Via
 from smolconv.cli import _render
 from smolconv.cli._options import (
+    AllowUncheckedOption,
     AdapterFormatOption,
     AdapterOption,
     AdapterRevisionOption,
@@ -62,6 +63,7 @@ def build(
     via: ViaOption = Via.AUTO,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="End with `smolconv verify`.")] = True,
     max_kld: MaxKldOption = None,
+    allow_unchecked: AllowUncheckedOption = None,
     smoke: Annotated[bool, typer.Option("--smoke/--no-smoke", help="End with `smolconv smoke`.")] = True,
     backend: Annotated[BuildBackend, typer.Option(
         "--backend", help="Smoke on llama-server (started per variant) or ollama (needs --create).")
@@ -83,7 +85,7 @@ def build(
         local_files_only=offline, presets=tuple(presets or ()), name=name, create=create, via=via,
         verify=verify, smoke=smoke, backend=backend, adapter=adapter, adapter_revision=adapter_revision,
         adapter_format=adapter_format, publish=publish,
-        settings=plan_settings(vram, reserve, None, kv_type, None), gates=verify_gates(1e-4, max_kld))
+        settings=plan_settings(vram, reserve, None, kv_type, None), gates=verify_gates(1e-4, max_kld, allow_unchecked))
     toolchain = find_toolchain(llama_cpp)
     with progress_reporter() as progress:
         result = build_pipeline(options, toolchain, progress)

@@ -10,6 +10,7 @@ import typer
 from smolconv.choices import KvType, SmokeBackend
 from smolconv.cli import _render
 from smolconv.cli._options import (
+    AllowUncheckedOption,
     BuildDirArgument,
     KvTypeOption,
     LlamaCppOption,
@@ -96,6 +97,7 @@ def verify(
     types: TypesOption = None,
     max_nmse: Annotated[float, typer.Option("--max-nmse", help="Gate for the F16 logits.")] = 1e-4,
     max_kld: MaxKldOption = None,
+    allow_unchecked: AllowUncheckedOption = None,
     text: Annotated[Path | None, typer.Option("--text", help="Text for the KL divergence (default: shipped).")] = None,
     vision: Annotated[bool, typer.Option("--vision/--no-vision", help="Also compare the projector.")] = True,
     threads: ThreadsOption = None,
@@ -106,7 +108,8 @@ def verify(
     from smolconv.verify import verify as verify_stage
 
     options = VerifyOptions(out, checkpoint=checkpoint, types=tuple(t.upper() for t in types) if types else None,
-                            text=text or KLD_TEXT, gates=verify_gates(max_nmse, max_kld), vision=vision,
+                            text=text or KLD_TEXT, gates=verify_gates(max_nmse, max_kld, allow_unchecked),
+                            vision=vision,
                             threads=threads)
     toolchain = find_toolchain(llama_cpp)
     with progress_reporter() as progress:
