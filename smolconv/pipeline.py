@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smolconv.adapter import AdapterSetup, pull_model_and_adapter
+from smolconv.builddir import BuildDir
 from smolconv.checkpoint import inspect_checkpoint
 from smolconv.choices import BuildBackend, Via
 from smolconv.convert import ConvertOptions, ConvertResult, convert, convert_adapter
@@ -87,24 +88,26 @@ class BuildResult:
 
 
 def convert_source(source: Source, out_dir: Path, outtype: str, toolchain: Toolchain, progress: ProgressFn,
-                   *, force: bool = False, adapter: AdapterSetup | None = None) -> ConvertResult:
+                   *, force: bool = False, adapter: AdapterSetup | None = None,
+                   build: BuildDir | None = None) -> ConvertResult:
     """Convert the checkpoint, or with an adapter: merge then convert, or convert the base and the adapter."""
     from smolconv.merge import MergeOptions, merge
 
+    build = build or BuildDir.open(out_dir)
     checkpoint, name = source.path, source.name
     if adapter is not None and adapter.format == "merge":
         base = inspect_checkpoint(source.path)
-        merged = merge(MergeOptions(base, adapter.info, out_dir, force=force), progress)
+        merged = merge(MergeOptions(base, adapter.info, out_dir, force=force), progress, build)
         adapter.merged, adapter.skipped, adapter.seconds = merged.path, merged.skipped, merged.seconds
         # The merged model is the fine-tune: its files carry the adapter's name.
         checkpoint, name = merged.path, adapter.info.name
     converted = convert(ConvertOptions(checkpoint=checkpoint, out_dir=out_dir, outtype=outtype, name=name,
-                                       force=force), toolchain, progress, source=source)
+                                       force=force), toolchain, progress, source=source, build=build)
     if adapter is not None and adapter.format == "gguf":
         lora = convert_adapter(adapter.info, inspect_checkpoint(source.path), out_dir, toolchain, progress,
-                               force=force)
+                               force=force, build=build)
         adapter.gguf, adapter.skipped, adapter.seconds = lora.model, lora.skipped, lora.seconds
-    manifest = Manifest.load(out_dir)
+    manifest = build.manifest
     if adapter is not None:
         manifest.data["adapter"] = adapter.to_record(manifest)
     else:
@@ -145,33 +148,33 @@ def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no
     default_name = adapter.info.name if adapter else source.name
     out_dir = Path(options.out_dir) if options.out_dir else Path("out") / default_name
     remove_stale_partials(out_dir)  # what a killed earlier build was writing: this build writes it again
+    build_dir = BuildDir.open(out_dir)  # read once; every stage below reads and writes through it
     with _timed(stages, "convert"):
         converted = convert_source(source, out_dir, options.outtype, toolchain, progress, force=options.force,
-                                   adapter=adapter)
+                                   adapter=adapter, build=build_dir)
     quantize_options.out_dir = out_dir
     with _timed(stages, "quantize"):
-        quantized = quantize(quantize_options, toolchain, progress)
+        quantized = quantize(quantize_options, toolchain, progress, build_dir)
     # Package the variants this build asked for (the F16 conversion is an intermediate, not a product).
     built = tuple(r.qtype for r in quantized.reports)
     with _timed(stages, "plan + package"):
         packaged = package(PackageOptions(out_dir, types=built, presets=options.presets, name=options.name,
                                           settings=options.settings, force=options.force, create=options.create,
-                                          via=options.via), progress)
+                                          via=options.via), progress, build_dir)
     result = BuildResult(source=source, out_dir=out_dir, converted=converted, adapter=adapter,
                          quantized=quantized, packaged=packaged, stages=stages)
     if options.verify:
         with _timed(stages, "verify"):
-            run_verify(options, out_dir, built, toolchain, progress, result)
+            run_verify(options, build_dir, built, toolchain, progress, result)
     if options.smoke:
         with _timed(stages, "smoke"):
-            run_smoke(options, out_dir, built, toolchain, progress, result)
-    manifest = Manifest.load(out_dir)
-    manifest.data["last_build"] = {"stages": stages, "passed": result.passed}
-    manifest.save()
+            run_smoke(options, build_dir, built, toolchain, progress, result)
+    build_dir.data["last_build"] = {"stages": stages, "passed": result.passed}
+    build_dir.save()
     if options.publish and result.passed:
         with _timed(stages, "publish"):
             result.published = publish(PublishOptions(out_dir, options.publish, types=built, settings=options.settings),
-                                       progress)
+                                       progress, build_dir)
     return result
 
 
@@ -194,43 +197,38 @@ def _check_key(manifest: Manifest, files: list[str], params: dict) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _variant_files(out_dir: Path, names: tuple[str, ...]) -> list[str]:
-    from smolconv.plan import build_variants
-
+def _variant_files(build: BuildDir, names: tuple[str, ...]) -> list[str]:
     files = set()
-    for variant in build_variants(out_dir, names):
+    for variant in build.variants(names):
         files |= {variant.text_path.name, variant.projector_path.name}
         if variant.adapter_path is not None:
             files.add(variant.adapter_path.name)
     return sorted(files)
 
 
-def run_verify(options: BuildOptions, out_dir: Path, built: tuple[str, ...], toolchain: Toolchain,
+def run_verify(options: BuildOptions, build: BuildDir, built: tuple[str, ...], toolchain: Toolchain,
                progress: ProgressFn, result: BuildResult) -> None:
-    manifest = Manifest.load(out_dir)
-    key = _check_key(manifest, _variant_files(out_dir, ("F16", *built)),
+    manifest = build.manifest
+    key = _check_key(manifest, _variant_files(build, ("F16", *built)),
                      {"gates": options.gates, "types": built, "source": manifest.data.get("source", {}).get("files"),
                       "adapter": manifest.data.get("adapter", {}).get("files")})
     record = manifest.data.get("verify", {})
     if not options.force and record.get("key") == key and record.get("passed"):
         result.verify_reused = True
         return
-    report = verify(VerifyOptions(out_dir, types=built, gates=options.gates, threads=options.threads),
-                    toolchain, progress)
-    manifest = Manifest.load(out_dir)
-    manifest.data["verify"]["key"] = key
-    manifest.save()
+    report = verify(VerifyOptions(build.path, types=built, gates=options.gates, threads=options.threads),
+                    toolchain, progress, build, key)
     result.verified = report
     result.failures += [f"verify: {failure}" for failure in report.failures]
 
 
-def run_smoke(options: BuildOptions, out_dir: Path, built: tuple[str, ...], toolchain: Toolchain,
+def run_smoke(options: BuildOptions, build: BuildDir, built: tuple[str, ...], toolchain: Toolchain,
               progress: ProgressFn, result: BuildResult) -> None:
-    manifest = Manifest.load(out_dir)
+    manifest = build.manifest
     records = manifest.data.get("smoke", {})
     keys, todo = {}, []
     for name in built:
-        keys[name] = _check_key(manifest, _variant_files(out_dir, (name,)),
+        keys[name] = _check_key(manifest, _variant_files(build, (name,)),
                                 {"backend": options.backend, "settings": options.settings, "strict": True})
         record = records.get(f"{name}:{options.backend}", {})
         if not options.force and record.get("key") == keys[name] and record.get("passed"):
@@ -241,12 +239,9 @@ def run_smoke(options: BuildOptions, out_dir: Path, built: tuple[str, ...], tool
         return
     # Strict: a wrong answer fails the build (and so blocks --publish). What cannot be judged (answers from a
     # fixture's random parts) is noted in the report, not failed.
-    reports = smoke(SmokeOptions(str(out_dir), backend=options.backend, types=tuple(todo), settings=options.settings,
-                                 threads=options.threads, strict=True), toolchain, progress)
-    manifest = Manifest.load(out_dir)
-    for report in reports:
-        manifest.data["smoke"][f"{report.variant}:{report.backend}"]["key"] = keys.get(report.variant)
-    manifest.save()
+    reports = smoke(SmokeOptions(str(build.path), backend=options.backend, types=tuple(todo),
+                                 settings=options.settings, threads=options.threads, strict=True),
+                    toolchain, progress, build, keys)
     result.smoked = reports
     result.failures += [f"smoke {r.variant}: {', '.join(c.name for c in r.results if not c.passed)} failed"
                         for r in reports if not r.passed]

@@ -26,6 +26,7 @@ from datetime import datetime, UTC
 from pathlib import Path
 
 from smolconv import __version__
+from smolconv.builddir import BuildDir
 from smolconv.chat import SAMPLING, Answer, Backend, BackendError, LlamaServerBackend, Message, OllamaBackend
 from smolconv.choices import SmokeBackend
 from smolconv.errors import SmolconvError
@@ -360,20 +361,25 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
-def smoke(options: SmokeOptions, toolchain=None, progress=lambda stage, fraction=None: None) -> list[SmokeReport]:
-    """Run the suite on each variant of a build (llama-server) or each packaged tag (Ollama)."""
+def smoke(options: SmokeOptions, toolchain=None, progress=lambda stage, fraction=None: None,
+          build: BuildDir | None = None, keys: dict[str, str] | None = None) -> list[SmokeReport]:
+    """Run the suite on each variant of a build (llama-server) or each packaged tag (Ollama).
+
+    `keys`: per variant, what its result depends on (pipeline's check key), recorded with it in build.json."""
     if options.backend not in BACKENDS:
         raise SmolconvError(f"unknown backend {options.backend!r}", f"use one of {', '.join(BACKENDS)}")
     cases = _select_cases(options.cases)
     target_dir = Path(options.target) if Path(options.target).is_dir() else None
     report_dir = options.report_dir or ((target_dir / "smoke") if target_dir else Path("smoke"))
     images = write_smoke_images(options.images_dir or report_dir / "images")
-    manifest = _manifest_data(target_dir)
-    reports = smoke_runs(_runs(options, target_dir, toolchain, manifest), options, cases, images,
+    if target_dir is not None and build is None:
+        build = BuildDir.open(target_dir)
+    manifest = build.data if build is not None else {}
+    reports = smoke_runs(_runs(options, target_dir, toolchain, manifest, build), options, cases, images,
                          random_parts=_random_parts(manifest), report_dir=report_dir,
                          progress=lambda stage: progress(stage, None))
-    if target_dir is not None:
-        _record(target_dir, reports)
+    if build is not None:
+        _record(build, reports, keys or {})
     return reports
 
 
@@ -424,12 +430,6 @@ def _covered(ran_on: tuple[str, dict[str, CaseResult]], shared: tuple[str, objec
                       expectation=result.expectation, covered_by=variant)
 
 
-def _manifest_data(target_dir: Path | None) -> dict:
-    from smolconv.manifest import Manifest
-
-    return Manifest.load(target_dir).data if target_dir else {}
-
-
 def _projector_sha256(manifest: dict, path: Path | None) -> str | None:
     """From build.json, which recorded it when the file was written; hashed here only for a file it does not list."""
     from smolconv.hashing import sha256_file
@@ -439,16 +439,14 @@ def _projector_sha256(manifest: dict, path: Path | None) -> str | None:
     return manifest.get("outputs", {}).get(path.name, {}).get("sha256") or sha256_file(path)
 
 
-def _record(out_dir: Path, reports: list[SmokeReport]) -> None:
-    from smolconv.manifest import Manifest
-
-    manifest = Manifest.load(out_dir)
-    if not manifest.data["steps"]:
+def _record(build: BuildDir, reports: list[SmokeReport], keys: dict[str, str]) -> None:
+    if not build.data["steps"]:
         return  # not a build directory smolconv wrote
-    record = manifest.data.setdefault("smoke", {})
+    record = build.data.setdefault("smoke", {})
     for report in reports:
-        record[f"{report.variant}:{report.backend}"] = report.summary()
-    manifest.save()
+        key = keys.get(report.variant)
+        record[f"{report.variant}:{report.backend}"] = report.summary() | ({"key": key} if key else {})
+    build.save()
 
 
 @contextlib.contextmanager
@@ -467,15 +465,13 @@ def _served(target_dir: Path, variant, options: SmokeOptions, toolchain, project
         yield LlamaServerBackend(server.url), variant.name, variant.projector, server.num_ctx, projector_sha256
 
 
-def _runs(options: SmokeOptions, target_dir: Path | None, toolchain, manifest: dict):
+def _runs(options: SmokeOptions, target_dir: Path | None, toolchain, manifest: dict, build: BuildDir | None):
     """One context per suite run, yielding (backend, variant name, projector, n_ctx, projector sha256)."""
-    from smolconv.plan import build_variants
-
     if options.backend == "onnx":  # each ONNX variant has its own vision graph: nothing is shared
         yield from _onnx_runs(options, target_dir)
         return
     # For the backends that get no variant (a served variant carries its own projector): the build's.
-    built = build_variants(target_dir)[0] if target_dir and (options.backend == "ollama" or options.url) else None
+    built = build.variants()[0] if build is not None and (options.backend == "ollama" or options.url) else None
     if options.backend == "ollama":
         # The tags of one build were packaged with its one projector file.
         sha256 = _projector_sha256(manifest, built.projector_path) if built else None
@@ -491,7 +487,7 @@ def _runs(options: SmokeOptions, target_dir: Path | None, toolchain, manifest: d
                             "pass a directory `smolconv build` wrote, or --url of a running llama-server")
     if toolchain is None:
         raise SmolconvError("starting llama-server needs the llama.cpp toolchain", "run `smolconv setup`")
-    variants = build_variants(target_dir, options.types)
+    variants = build.variants(options.types)
     if not options.types:
         variants = [v for v in variants if v.name != "F16"] or variants  # the products, not the intermediate
     for variant in variants:

@@ -36,7 +36,8 @@ import numpy as np
 from smolconv.checkpoint import image_processor_config
 from smolconv.choices import VerifyCheck
 from smolconv.errors import SmolconvError
-from smolconv.plan import Variant, build_variants
+from smolconv.builddir import BuildDir
+from smolconv.plan import Variant
 from smolconv.runner import run_tool
 from smolconv.synth import fixture_info
 from smolconv.toolchain import Toolchain
@@ -413,17 +414,18 @@ def compare_quants(base: Variant, variants: list[Variant], text: Path, gates: Ga
 # --------------------------------------------------------------------------------------------------
 
 
-def verify(options: VerifyOptions, toolchain: Toolchain, progress=lambda stage, fraction=None: None) -> VerifyReport:
-    from smolconv.manifest import Manifest
-
+def verify(options: VerifyOptions, toolchain: Toolchain, progress=lambda stage, fraction=None: None,
+           build: BuildDir | None = None, key: str | None = None) -> VerifyReport:
+    """`key`: what the result depends on (pipeline's check key), recorded with it in build.json."""
     started = time.monotonic()
     out_dir = Path(options.out_dir)
-    manifest = Manifest.load(out_dir)
+    build = build or BuildDir.open(out_dir)
+    manifest = build.manifest
     checkpoint = options.checkpoint or Path(manifest.data.get("source", {}).get("path", ""))
     if not checkpoint or not (checkpoint / "config.json").is_file():
         raise SmolconvError(f"the Hugging Face checkpoint of {out_dir} is not at {checkpoint}",
                             "pass --checkpoint DIR, or run `smolconv pull` for the model again")
-    variants = {v.name: v for v in build_variants(out_dir)}
+    variants = {v.name: v for v in build.variants()}
     if "F16" not in variants:
         raise SmolconvError(f"{out_dir} has no F16 conversion to compare",
                             "run `smolconv convert` (verify compares F16 with the HF model)")
@@ -460,11 +462,12 @@ def verify(options: VerifyOptions, toolchain: Toolchain, progress=lambda stage, 
     report = VerifyReport(text=text, vision=vision, kld=kld, gates=gates, f16_ppl=f16_ppl,
                           seconds=time.monotonic() - started)
     report.path = save_report(out_dir, report.to_dict(), {
-        "max_nmse": report.max_nmse, "top1_agree": f"{sum(r.top1_same for r in text)}/{len(text)}"})
+        "max_nmse": report.max_nmse, "top1_agree": f"{sum(r.top1_same for r in text)}/{len(text)}"},
+        manifest=manifest, key=key)
     return report
 
 
-def save_report(out_dir: Path, data: dict, text_summary: dict) -> Path:
+def save_report(out_dir: Path, data: dict, text_summary: dict, manifest=None, key: str | None = None) -> Path:
     """Write verify.json, and the report without its per-prompt rows into build.json (when smolconv wrote one)."""
     from smolconv.manifest import Manifest
 
@@ -472,8 +475,9 @@ def save_report(out_dir: Path, data: dict, text_summary: dict) -> Path:
     tmp = path.with_name(f".verify.json.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
-    manifest = Manifest.load(out_dir)
+    manifest = manifest or Manifest.load(out_dir)
     if manifest.data["steps"]:
-        manifest.data["verify"] = {k: v for k, v in data.items() if k != "text"} | {"text": text_summary}
+        record = {k: v for k, v in data.items() if k != "text"} | {"text": text_summary}
+        manifest.data["verify"] = record | ({"key": key} if key else {})
         manifest.save()
     return path
