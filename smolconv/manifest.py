@@ -32,7 +32,7 @@ class Manifest:
         path = Path(out_dir) / MANIFEST
         try:
             data = json.loads(path.read_text())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no build yet (the directory may not be creatable)
             data = {}
         except OSError as exc:
             raise SmolconvError(f"cannot read {path} ({exc.strerror})", "check its permissions") from None
