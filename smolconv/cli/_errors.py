@@ -60,7 +60,7 @@ def run_program(app: typer.Typer) -> None:
         message = " ".join(exc.format_message().replace("Value error, ", "").split()).rstrip(".")
         print_error(SmolconvError(message, f"see `{where} --help`"))
         sys.exit(exc.exit_code)
-    except click_exceptions.Abort:  # Ctrl-D or Ctrl-C at a prompt
+    except typer.Abort:  # Ctrl-D or Ctrl-C at a prompt
         sys.exit(1)
     except OSError as exc:  # smolconv's own writes; its staged files were removed on the way here
         if exc.errno not in DISK_FULL:
