@@ -71,12 +71,13 @@ class NumpyImageProcessor:
 
 
 class TransformersImageProcessor:
-    """transformers' slow SmolVLMImageProcessor (the fast one needs torchvision)."""
+    """transformers' SmolVLM image processor on its PIL backend (transformers 5's `SmolVLMImageProcessor` is the
+    torchvision one, which does not load beside a CPU torch)."""
 
     def __init__(self, folder: str | Path):
-        from transformers.models.smolvlm.image_processing_smolvlm import SmolVLMImageProcessor
+        from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
 
-        self.processor = SmolVLMImageProcessor.from_pretrained(folder)
+        self.processor = SmolVLMImageProcessorPil.from_pretrained(folder)
 
     def __call__(self, image) -> Tiles:
         out = self.processor([[image.convert("RGB")]], return_tensors="np", return_row_col_info=True,
