@@ -389,14 +389,23 @@ def upload(folder: Path, repo_id: str, message: str, *, private: bool, token: st
 @contextlib.contextmanager
 def hub_errors(repo_id: str):
     """The Hub's answers as SmolconvErrors that name the fix (never the token, never the server's text)."""
-    import requests
+    import httpx
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    # huggingface_hub 1.x and later talk to the Hub through httpx; older releases through requests.
+    unreachable: tuple[type[BaseException], ...] = (httpx.TransportError,)
+    try:
+        import requests
+
+        unreachable += (requests.ConnectionError, requests.Timeout)
+    except ImportError:
+        pass
 
     try:
         yield
     except OfflineModeIsEnabled:
         raise SmolconvError(*OFFLINE) from None
-    except HfHubHTTPError as exc:
+    except (HfHubHTTPError, httpx.HTTPStatusError) as exc:  # huggingface_hub 2.x lets some through as httpx's
         status = exc.response.status_code if exc.response is not None else None
         if status == 401:
             raise SmolconvError("the Hub refused the token (401: invalid or expired)", TOKEN_FIX) from None
@@ -406,6 +415,6 @@ def hub_errors(repo_id: str):
                                 "or publish under your own name with --repo YOUR-NAME/…") from None
         raise SmolconvError(f"the Hub answered {status or 'an error'} while publishing to {repo_id}",
                             "try again later (a rerun skips the files already uploaded)") from None
-    except (requests.ConnectionError, requests.Timeout):
+    except unreachable:
         raise SmolconvError("cannot reach huggingface.co", "check the network, or write the folder only with "
                             "--dry-run DIR") from None

@@ -14,7 +14,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-import requests
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import hf_raise_for_status
@@ -260,17 +259,16 @@ def test_no_token_and_offline_are_one_line(build_256m_q4_q8, tmp_path):
 
 
 def _hub_error(status: int, url: str):
-    """The error huggingface_hub raises for this answer of the Hub, made from a real requests.Response."""
-    response = requests.Response()
-    response.status_code = status
-    response.url = url
-    response.reason = {401: "Unauthorized", 403: "Forbidden"}[status]
-    response.headers["X-Request-Id"] = "test-request"
-    response._content = json.dumps({"error": f"denied ({SECRET} is not shown by smolconv)"}).encode()
-    response.request = requests.Request("POST", url, headers={"authorization": f"Bearer {SECRET}"}).prepare()
+    """The error huggingface_hub raises for this answer of the Hub, made from a real response of its transport
+    (httpx since huggingface_hub 1.0)."""
+    import httpx
+
+    request = httpx.Request("POST", url, headers={"authorization": f"Bearer {SECRET}"})
+    response = httpx.Response(status, request=request, headers={"X-Request-Id": "test-request"},
+                              content=json.dumps({"error": f"denied ({SECRET} is not shown by smolconv)"}).encode())
     try:
         hf_raise_for_status(response)
-    except HfHubHTTPError as exc:  # or the subclass huggingface_hub picks for this answer
+    except (HfHubHTTPError, httpx.HTTPStatusError) as exc:  # whichever huggingface_hub raises for this answer
         return exc
     raise AssertionError("hf_raise_for_status did not raise")
 

@@ -11,6 +11,7 @@ import time
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from smolconv.errors import SmolconvError
@@ -21,16 +22,17 @@ err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=Tr
 
 
 def print_error(exc: SmolconvError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+    # escape: a message holding `[onnx]` (an install command) is text, not rich markup.
+    err_console.print(f"[bold red]error:[/] {escape(exc.one_line())}", highlight=False, soft_wrap=True)
 
 
 def print_notices(notices: list[str]) -> None:
     for notice in notices:
-        err_console.print(f"[bold yellow]notice:[/] {notice}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold yellow]notice:[/] {escape(notice)}", highlight=False, soft_wrap=True)
 
 
 def print_failed(what: str, failures: list[str]) -> None:
-    err_console.print(f"[bold red]{what}[/] {'; '.join(failures)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]{what}[/] {escape('; '.join(failures))}", highlight=False, soft_wrap=True)
 
 
 def plain(text: str) -> None:
