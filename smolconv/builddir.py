@@ -20,7 +20,6 @@ class BuildDir:
     manifest: Manifest
     # GGUF headers already read, by path; an entry holds while the file's size and mtime are unchanged.
     _headers: dict[Path, tuple[tuple[int, int], TextModel | Projector]] = field(default_factory=dict, repr=False)
-    header_reads: int = 0  # how many GGUF headers this object has read (tests count them)
 
     @classmethod
     def open(cls, path: Path | str) -> BuildDir:
@@ -29,14 +28,6 @@ class BuildDir:
     @property
     def data(self) -> dict:
         return self.manifest.data
-
-    @property
-    def source(self) -> dict:
-        return self.data.get("source", {})
-
-    @property
-    def adapter(self) -> dict | None:
-        return self.data.get("adapter")
 
     def variants(self, types: tuple[str, ...] = ()) -> list[Variant]:
         """The variants the build holds (all of them, or `types`), as build.json lists them now."""
@@ -55,7 +46,6 @@ class BuildDir:
             stamp = (stat.st_size, stat.st_mtime_ns)
             known = self._headers.get(path)
             if known is None or known[0] != stamp:
-                self.header_reads += 1
                 known = self._headers[path] = (stamp, read(path))
             return known[1]
 

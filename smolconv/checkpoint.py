@@ -186,8 +186,9 @@ def find_chat_template(directory: Path) -> ChatTemplate | None:
     """The checkpoint's chat template from whichever of its three places holds one, or None."""
     directory = Path(directory)
     jinja = directory / "chat_template.jinja"
-    if jinja.is_file() and jinja.read_text().strip():
-        return ChatTemplate(jinja.read_text(), jinja.name)
+    text = jinja.read_text() if jinja.is_file() else ""
+    if text.strip():
+        return ChatTemplate(text, jinja.name)
     for name in ("chat_template.json", "tokenizer_config.json"):
         path = directory / name
         if path.is_file():
