@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 DEMO_OUT    ?= out/demo
 
 .PHONY: setup venv test check lint demo bench modelfiles modelfiles-check hardware-table hardware-table-check rehearsal \
-        wheel-check js-deps clean
+        wheel-check js-deps mlx-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ venv: $(STAMP)
 setup: venv
 	$(BIN)/smolconv setup $(SETUP_FLAGS)
 
-test: setup js-deps
+test: setup js-deps mlx-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The fast tier: everything that needs no llama.cpp build and no model run (tests marked slow are left out).
@@ -53,6 +53,16 @@ js-deps:
 
 $(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
 	cd $(JS_DIR) && ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci --no-audit --no-fund
+
+# MLX and mlx-vlm for tests/test_mlx.py (`smolconv[mlx]`: MLX's CPU build on Linux); again only when pyproject.toml
+# changes. Without it the MLX tests skip, unless SMOLCONV_REQUIRE_MLX is set (CI).
+MLX_STAMP   := $(VENV)/.smolconv-mlx-installed
+
+mlx-deps: $(MLX_STAMP)
+
+$(MLX_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[mlx]"
+	touch $@
 
 lint: venv
 	$(BIN)/ruff check smolconv tests scripts examples

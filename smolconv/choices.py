@@ -54,3 +54,40 @@ class VerifyCheck(StrEnum):
     """A verify check that can fail to run (not the same as failing); `--allow-unchecked NAME` accepts that."""
 
     VISION = "vision"  # needs llama.cpp's MTMD_DEBUG_EMBEDDINGS hook to read the projector's output
+
+
+class MlxBits(StrEnum):
+    """How an MLX export stores the decoder's (and connector's) linear layers; the vision tower stays in --dtype."""
+
+    FOUR = "4"
+    EIGHT = "8"
+    NONE = "none"
+    # mlx-vlm's recipes after llama.cpp's Q4_K_M: 4-bit, with v_proj and down_proj of the first and last eighth
+    # of the layers (and every third in between), the embeddings and the head at 6 or 8 bits.
+    MIXED_4_6 = "mixed_4_6"
+    MIXED_4_8 = "mixed_4_8"
+
+    @property
+    def quantized(self) -> bool:
+        return self is not MlxBits.NONE
+
+    @property
+    def mixed(self) -> bool:
+        return self.value.startswith("mixed_")
+
+
+class MlxDtype(StrEnum):
+    """The unquantized weights' type of an MLX export."""
+
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP32 = "fp32"
+
+    @property
+    def mlx_name(self) -> str:
+        """mlx-vlm's --dtype value."""
+        return {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[self.value]
+
+    @property
+    def safetensors_name(self) -> str:
+        return {"bf16": "BF16", "fp16": "F16", "fp32": "F32"}[self.value]

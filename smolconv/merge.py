@@ -103,6 +103,26 @@ def _merge_into(base: CheckpointInfo, adapter: AdapterInfo, staging: Path) -> No
     (staging / "README.md").write_text(_card(base, adapter))
 
 
+def open_export(info: CheckpointInfo, source, adapter, out_dir: Path, *, force: bool = False,
+                progress: ProgressFn = no_progress) -> tuple[CheckpointInfo, Manifest]:
+    """What an export (ONNX, MLX) reads and records: the checkpoint `info` (of `source`), merged with its adapter
+    when one is given, and the export folder's manifest with the source and the adapter written in (saved by the
+    export when it ends)."""
+    from smolconv.checkpoint import inspect_checkpoint
+
+    if adapter is not None:
+        merged = merge(MergeOptions(info, adapter.info, out_dir, force=force), progress)
+        adapter.merged, adapter.skipped, adapter.seconds = merged.path, merged.skipped, merged.seconds
+        info = inspect_checkpoint(merged.path)  # the export is the fine-tune's
+    manifest = Manifest.load(out_dir)
+    manifest.data["source"] = source.to_record()
+    if adapter is not None:
+        manifest.data["adapter"] = adapter.to_record(manifest)
+    else:
+        manifest.data.pop("adapter", None)
+    return info, manifest
+
+
 def _with_dtype(config: dict, dtype: str) -> dict:
     """`config` with every dtype entry set to `dtype`, under the key its layout uses (`dtype` in transformers 5,
     `torch_dtype` in 4.x; 5 also writes one into text_config and vision_config)."""

@@ -295,11 +295,11 @@ def build_source(manifest: Manifest, out_dir: Path) -> tuple[str, str, str, str 
     names the base and the adapter."""
     source = manifest.data.get("source", {})
     adapter = manifest.data.get("adapter")
-    convert_step = manifest.data["steps"]["convert"]
+    convert_params = (manifest.data["steps"].get("convert") or {}).get("params", {})  # none in an MLX export
     model_name = source.get("repo_id", "") or ""
     if not model_name and adapter and source.get("path"):
         model_name = Path(source["path"]).name  # the merged files carry the adapter's name; tags take the base's
-    model_name = model_name.split("/")[-1] or convert_step["params"].get("name") or out_dir.resolve().name
+    model_name = model_name.split("/")[-1] or convert_params.get("name") or out_dir.resolve().name
     origin = source.get("repo_id") or source.get("model") or model_name
     if source.get("revision"):
         origin += f"@{source['revision'][:12]}"

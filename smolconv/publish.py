@@ -98,9 +98,12 @@ class PublishResult:
     commit_message: str
     folder: Path | None = None  # the --dry-run folder
     url: str | None = None      # the commit on the Hub
+    mlx: bool = False           # an MLX export (mlx-community's layout), not a GGUF build
 
     def run_command(self) -> str:
-        """`ollama run` for Q4_K_M, or the first variant when Q4_K_M was not published."""
+        """`ollama run` for Q4_K_M, or the first variant when Q4_K_M was not published; mlx-vlm for MLX."""
+        if self.mlx:
+            return f"python -m mlx_vlm generate --model {self.repo_id} --prompt \"Describe this image.\" --image IMAGE"
         types = [f.name.removesuffix(".gguf").rsplit("-", 1)[-1] for f in self.files
                  if f.source is not None and f.name.endswith(".gguf") and not f.name.startswith("mmproj-")]
         return f"ollama run hf.co/{self.repo_id}:{'Q4_K_M' if 'Q4_K_M' in types else types[0]}"
@@ -345,22 +348,36 @@ def publish(options: PublishOptions, progress: ProgressFn = no_progress,
             build: BuildDir | None = None) -> PublishResult:
     check_repo_id(options.repo_id)
     progress("writing the repo's files", None)
+    build = build or BuildDir.open(options.build_dir)
     if options.dry_run:
         # staged_dir refuses a non-empty folder (without --force) before any work, and leaves no half folder.
         with staged_dir(Path(options.dry_run), force=options.force) as folder:
-            files, message = repo_files(options, build)
+            files, message = _files_of(options, build)
             for repo_file in files:
                 repo_file.write(folder)
-        return PublishResult(options.repo_id, files, message, folder=Path(options.dry_run))
+        return PublishResult(options.repo_id, files, message, folder=Path(options.dry_run), mlx=_is_mlx(build))
     token = hub_token()  # before any work: no token, or offline, is a one-line error at once
-    files, message = repo_files(options, build)
-    result = PublishResult(options.repo_id, files, message)
+    files, message = _files_of(options, build)
+    result = PublishResult(options.repo_id, files, message, mlx=_is_mlx(build))
     with _upload_folder(Path(options.build_dir)) as folder:
         for repo_file in files:
             repo_file.write(folder)
         progress(f"uploading to {options.repo_id}", None)
         result.url = upload(folder, options.repo_id, message, private=options.private, token=token)
     return result
+
+
+def _files_of(options: PublishOptions, build: BuildDir) -> tuple[list[RepoFile], str]:
+    """A GGUF build's repo (ggml-org's layout) or an MLX export's (mlx-community's)."""
+    if _is_mlx(build):
+        from smolconv.mlx import publish as mlx_publish
+
+        return mlx_publish.repo_files(options, build)
+    return repo_files(options, build)
+
+
+def _is_mlx(build: BuildDir) -> bool:
+    return bool(build.data.get("mlx"))
 
 
 @contextlib.contextmanager

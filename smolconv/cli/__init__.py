@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from smolconv import __version__
-from smolconv.cli import build, check, convert, onnx, package, plan, setup
+from smolconv.cli import build, check, convert, mlx, onnx, package, plan, setup
 from smolconv.cli._errors import mapped, run_program
 from smolconv.cli._output import plain
 
@@ -29,7 +29,7 @@ COMMANDS = {
     "pull": convert.pull, "convert": convert.convert, "quantize": convert.quantize,
     "build": build.build, "plan": plan.plan, "package": package.package, "publish": package.publish,
     "serve": check.serve, "smoke": check.smoke, "verify": check.verify,
-    "export-onnx": onnx.export_onnx,
+    "export-onnx": onnx.export_onnx, "export-mlx": mlx.export_mlx,
 }
 for _name, _command in COMMANDS.items():
     app.command(_name)(mapped(_command))

@@ -188,35 +188,3 @@ def verify(report) -> None:
                         "[green]pass[/]" if k.passed else "[bold red]FAIL[/]")
         console.print(kld)
     plain(f"report: {report.path}")
-
-
-def onnx_export(result) -> None:
-    table = Table(title=f"ONNX export: {result.out_dir}")
-    for column in ("file", "MiB", ""):
-        table.add_column(column, overflow="fold")
-    for name, path in result.files.items():
-        size = sum(p.stat().st_size for p in (path, path.with_name(path.name + "_data")) if p.exists())
-        table.add_row(str(path.relative_to(result.out_dir)), f"{size / 2**20:.1f}",
-                      "reused" if name in result.reused else "written")
-    console.print(table)
-
-
-def onnx_verify(report) -> None:
-    text = Table(title="ONNX fp32 against transformers (float32): last-token logits")
-    for column in ("prompt", "tokens", "NMSE", "top-1"):
-        text.add_column(column, overflow="fold")
-    for r in report.text:
-        text.add_row(repr(r.prompt[:50]), str(r.n_tokens), f"{r.nmse:.2e}",
-                     "same" if r.top1_same else "[red]differs[/]")
-    console.print(text)
-    plain(f"max NMSE {report.max_nmse:.2e} (gate < {report.max_nmse_gate:.0e}); vision features vs HF "
-          f"connector: cosine {report.vision_cosine:.6f} (gate >= {report.min_cosine_gate}), "
-          f"NMSE {report.vision_nmse:.2e}")
-    if report.variants:
-        table = Table(title="each variant against fp32")
-        for column in ("variant", "mean KLD", "same top token", "vision cosine"):
-            table.add_column(column)
-        for v in report.variants:
-            table.add_row(v.variant, f"{v.mean_kld:.4f}", f"{100 * v.same_top:.1f}%", f"{v.vision_cosine:.5f}")
-        console.print(table)
-    plain(f"report: {report.path}")

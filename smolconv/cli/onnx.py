@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from smolconv.cli import _render
+from smolconv.cli import _render_exports as _render
 from smolconv.cli._options import AdapterRevisionOption, ForceOption, ModelArgument, OfflineOption, RevisionOption
 from smolconv.cli._output import print_failed, progress_reporter
 

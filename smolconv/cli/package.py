@@ -64,7 +64,8 @@ def publish(
         "--dry-run", metavar="DIR", help="Write the repo's exact files into DIR and upload nothing.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --dry-run DIR.")] = False,
 ) -> None:
-    """Upload a build to the Hub in ggml-org's layout (GGUF files, mmproj, template, params, model card)."""
+    """Upload a build to the Hub in ggml-org's layout (GGUF files, mmproj, template, params, model card), or an
+    export-mlx folder in mlx-community's (MLX weights, config, processor, tokenizer, model card)."""
     from smolconv.publish import PublishOptions
     from smolconv.publish import publish as publish_stage
 

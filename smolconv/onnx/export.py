@@ -79,8 +79,8 @@ def export_onnx(options: ExportOptions, progress: ProgressFn = no_progress) -> E
     variants = check_variants(tuple(options.variants) or DEFAULT_VARIANTS)
     from smolconv.adapter import pull_model_and_adapter
     from smolconv.checkpoint import inspect_checkpoint
-    from smolconv.manifest import Manifest
-    from smolconv.merge import MergeOptions, merge
+    from smolconv.fsutil import ensure_writable_dir
+    from smolconv.merge import open_export
     from smolconv.pull import PullOptions
 
     source, adapter = pull_model_and_adapter(
@@ -90,20 +90,8 @@ def export_onnx(options: ExportOptions, progress: ProgressFn = no_progress) -> E
     name = adapter.info.name if adapter else source.name
     out_dir = Path(options.out_dir or Path("out") / f"{name}-onnx")
     started = time.monotonic()
-
-    from smolconv.fsutil import ensure_writable_dir
-
     ensure_writable_dir(out_dir / "onnx")
-    if adapter is not None:
-        merged = merge(MergeOptions(info, adapter.info, out_dir, force=options.force), progress)
-        adapter.merged, adapter.skipped, adapter.seconds = merged.path, merged.skipped, merged.seconds
-        info = inspect_checkpoint(merged.path)  # the graphs are the fine-tune's
-    manifest = Manifest.load(out_dir)
-    manifest.data["source"] = source.to_record()
-    if adapter is not None:
-        manifest.data["adapter"] = adapter.to_record(manifest)
-    else:
-        manifest.data.pop("adapter", None)
+    info, manifest = open_export(info, source, adapter, out_dir, force=options.force, progress=progress)
     result = ExportResult(out_dir)
     inputs = {p.name: manifest.sha256(p) for p in info.input_files()}
 
