@@ -16,6 +16,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Protocol
 
 import httpx
@@ -62,6 +63,10 @@ class Answer:
     stats: dict = field(default_factory=dict)  # the backend's own numbers, as it gave them
 
 
+# Called with each piece of the answer as it streams in (`smolconv ask` prints them).
+OnText = Callable[[str], None]
+
+
 class BackendError(Exception):
     """The backend refused or failed one request (the case fails; the suite goes on)."""
 
@@ -71,7 +76,7 @@ class Backend(Protocol):
 
     def info(self) -> dict: ...
 
-    def chat(self, messages: list[Message], max_tokens: int) -> Answer: ...
+    def chat(self, messages: list[Message], max_tokens: int, on_text: OnText | None = None) -> Answer: ...
 
 
 class LlamaServerBackend:
@@ -111,7 +116,7 @@ class LlamaServerBackend:
                           "image_url": {"url": f"data:{mime};base64,{base64.b64encode(data).decode()}"}})
         return parts
 
-    def chat(self, messages, max_tokens: int) -> Answer:
+    def chat(self, messages, max_tokens: int, on_text: OnText | None = None) -> Answer:
         self.requests += 1
         body = {
             "messages": [{"role": m.role, "content": self.content(m)} for m in messages],
@@ -140,6 +145,8 @@ class LlamaServerBackend:
                         if piece:
                             text.append(piece)
                             first = first or time.monotonic()
+                            if on_text:
+                                on_text(piece)
                         if choice.get("finish_reason"):
                             finish = choice["finish_reason"]
                             first = first or time.monotonic()
@@ -204,13 +211,29 @@ class OllamaBackend:
                 "n_ctx": int(match.group(1)) if match else None,
                 "vision": "vision" in (shown.capabilities or [])}
 
-    def chat(self, messages, max_tokens: int) -> Answer:
+    @staticmethod
+    def content(message: Message) -> str:
+        """The message's text. Images that stand after text (a video's frames) are marked `[img]` where they
+        stand: Ollama's prompt code (server/prompt.go) puts a message's images at its `[img]` markers, in order;
+        without markers it puts them all before the text, as a chat client's "this picture, and my question"."""
+        seen_text = False
+        interleaved = False
+        for part in message.parts:
+            if isinstance(part, str):
+                seen_text = seen_text or bool(part)
+            elif seen_text:
+                interleaved = True
+        if not interleaved:
+            return message.text
+        return "".join(p if isinstance(p, str) else "[img]" for p in message.parts)
+
+    def chat(self, messages, max_tokens: int, on_text: OnText | None = None) -> Answer:
         import ollama
 
         self.requests += 1
         wire = []
         for m in messages:
-            message = {"role": m.role, "content": m.text}
+            message = {"role": m.role, "content": self.content(m)}
             if m.images:
                 message["images"] = [ollama.Image(value=image.data) for image in m.images]
             wire.append(message)
@@ -226,6 +249,8 @@ class OllamaBackend:
                 if piece:
                     text.append(piece)
                     first = first or time.monotonic()
+                    if on_text:
+                        on_text(piece)
                 if chunk.done:
                     first = first or time.monotonic()
                     final = chunk

@@ -36,6 +36,14 @@ class SmokeBackend(StrEnum):
     ONNX = "onnx"
 
 
+class AskBackend(StrEnum):
+    """What `ask` talks to: llama-server on a build's files, an Ollama model, or an ONNX export in process."""
+
+    SERVER = "server"
+    OLLAMA = "ollama"
+    ONNX = "onnx"
+
+
 class BuildBackend(StrEnum):
     """What `build` smokes: llama-server on the build's files, or the models `--create` made in Ollama."""
 

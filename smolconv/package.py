@@ -322,7 +322,8 @@ def package(options: PackageOptions, progress: ProgressFn = no_progress,
             build: BuildDir | None = None) -> PackageResult:
     out_dir = Path(options.out_dir)
     directory = templates_dir()
-    presets = _select_presets(options.presets, load_presets(directory))
+    all_presets = load_presets(directory)
+    presets = _select_presets(options.presets, all_presets)
     progress("planning", None)
     build = build or BuildDir.open(out_dir)
     manifest = build.manifest
@@ -337,21 +338,29 @@ def package(options: PackageOptions, progress: ProgressFn = no_progress,
     for variant in variants:
         plan = plans[variant.name] = plan_variant(variant, options.settings)
         summary = reports.get(variant.name, {}).get("summary")
-        for preset in presets:
-            tag = model_tag(model_name, variant.name, preset.name, name)
+        # Each preset's model, then the video model (the general preset's sampling, the video projector): the
+        # same text blob, so Ollama stores it once.
+        wanted = [(preset, variant.projector_path, "") for preset in presets]
+        if variant.video_projector_path is not None:
+            wanted.append((all_presets["general"], variant.video_projector_path, VIDEO_TAG_SUFFIX))
+        for preset, projector, suffix in wanted:
+            tag = model_tag(model_name, variant.name, preset.name, name) + suffix
             target = out_dir / modelfile_name(tag)
             adapter = variant.adapter_path
+            notes = [summary] if summary else []
+            if suffix:
+                notes.append(VIDEO_NOTE)
             spec = ModelfileSpec(tag=tag, modelfile_name=target.name, text_file=_relative(variant.text_path),
-                                 projector_file=_relative(variant.projector_path), plan=plan, preset=preset,
-                                 source=origin, license=license_text, notes=[summary] if summary else [],
+                                 projector_file=_relative(projector), plan=plan, preset=preset,
+                                 source=origin, license=license_text, notes=notes,
                                  adapter_file=_relative(adapter) if adapter else None)
             text = render_modelfile(spec, directory)
             _write_owned(manifest, target, text, options.force)
-            request = CreateRequest(tag=tag, modelfile=target, files=[variant.text_path, variant.projector_path],
+            request = CreateRequest(tag=tag, modelfile=target, files=[variant.text_path, projector],
                                     template=template, system=preset.system,
                                     parameters=spec.api_parameters(), license=license_text,
                                     adapters=[adapter] if adapter else [])
-            models.append(PackagedModel(tag, target, plan, preset.name, request))
+            models.append(PackagedModel(tag, target, plan, "video" if suffix else preset.name, request))
     manifest.data["package"] = {
         "settings": {"vram": options.settings.vram, "reserve": options.settings.reserve,
                      "kv_type": options.settings.kv_type},
@@ -367,6 +376,11 @@ def package(options: PackageOptions, progress: ProgressFn = no_progress,
                                                "tags": result.created.created}
         manifest.save()  # the blob digests went into the hash cache
     return result
+
+
+VIDEO_TAG_SUFFIX = "-video"
+VIDEO_NOTE = ("video: send a clip's frames as SmolVLM2's video prompt (`smolconv ask MODEL Q --video F`): each frame "
+              "squared to the tile size, one tile and an overview per frame")
 
 
 def _write_owned(manifest: Manifest, target: Path, text: str, force: bool) -> None:

@@ -32,6 +32,7 @@ from smolconv.quantize import DEFAULT_TYPES, QuantizeOptions, QuantizeResult, ch
 from smolconv.smoke import SmokeOptions, SmokeReport, smoke
 from smolconv.toolchain import Toolchain
 from smolconv.verify import Gates, VerifyOptions, VerifyReport, verify
+from smolconv.video_projector import VideoProjectorResult, write_video_projector
 
 
 @dataclass
@@ -73,6 +74,7 @@ class BuildResult:
     adapter: AdapterSetup | None = None
     quantized: QuantizeResult = field(default_factory=QuantizeResult)
     packaged: PackageResult | None = None
+    video_projector: VideoProjectorResult | None = None
     verified: VerifyReport | None = None
     verify_reused: bool = False
     smoked: list[SmokeReport] = field(default_factory=list)
@@ -155,6 +157,8 @@ def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no
     quantize_options.out_dir = out_dir
     with _timed(stages, "quantize"):
         quantized = quantize(quantize_options, toolchain, progress, build_dir)
+        progress("the video projector", None)
+        video_projector = write_video_projector(build_dir, force=options.force)
     # Package the variants this build asked for (the F16 conversion is an intermediate, not a product).
     built = tuple(r.qtype for r in quantized.reports)
     with _timed(stages, "plan + package"):
@@ -162,7 +166,7 @@ def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no
                                           settings=options.settings, force=options.force, create=options.create,
                                           via=options.via), progress, build_dir)
     result = BuildResult(source=source, out_dir=out_dir, converted=converted, adapter=adapter,
-                         quantized=quantized, packaged=packaged, stages=stages)
+                         quantized=quantized, packaged=packaged, stages=stages, video_projector=video_projector)
     if options.verify:
         with _timed(stages, "verify"):
             run_verify(options, build_dir, built, toolchain, progress, result)

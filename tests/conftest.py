@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,7 +22,8 @@ from smolconv.toolchain import SetupOptions, Toolchain, setup_toolchain
 # A test that uses one of these builds llama.cpp, converts, or runs a model: it is `slow`, and `make check`
 # (the tier that needs no llama.cpp build and no model run) leaves it out. Fixtures defined in a test module
 # that need one of these are covered too: pytest lists a test's whole fixture closure.
-SLOW_FIXTURES = frozenset({"toolchain", "fixture_256m", "fixture_256m_t5", "build_256m_q4_q8", "build_tiny_q4"})
+SLOW_FIXTURES = frozenset({"toolchain", "llama_servers", "fixture_256m", "fixture_256m_t5", "built_256m",
+                           "build_256m_q4_q8", "build_tiny_q4"})
 
 
 def pytest_collection_modifyitems(config, items):
@@ -57,6 +62,44 @@ def fixture_256m_t5(tmp_path_factory) -> Path:
     """The 256m fixture (real SmolLM2 text, tied embeddings) saved by transformers 5."""
     out = tmp_path_factory.mktemp("fixtures") / "smolvlm2-256m-t5"
     return synth_checkpoint(SynthOptions(shape="256m", out=out, layout=Layout.TRANSFORMERS5, tied=True)).path
+
+
+@dataclass
+class CountedBuild:
+    """A build and what it read: every Manifest.load (by directory) and each GGUF header read (by file name)."""
+
+    result: object
+    manifest_loads: list[Path]
+    header_reads: Counter
+
+
+@pytest.fixture(scope="session")
+def counted_build_256m(toolchain, fixture_256m, tmp_path_factory) -> CountedBuild:
+    """`smolconv build` of the 256m fixture with its defaults (F16, Q4_K_M, Q5_K_M, Q8_0, every preset, verify
+    and smoke on llama-server), once per test run, counting its reads of the build directory as it goes."""
+    from smolconv import builddir
+    from smolconv.manifest import Manifest
+    from smolconv.pipeline import BuildOptions, build
+
+    loads: list[Path] = []
+    reads: Counter = Counter()
+    load = Manifest.load.__func__
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Manifest, "load", classmethod(lambda cls, out_dir: loads.append(Path(out_dir))
+                                                      or load(cls, out_dir)))
+        for name in ("read_text_model", "read_projector"):
+            real = getattr(builddir, name)
+            patch.setattr(builddir, name, lambda path, real=real: reads.update([Path(path).name]) or real(path))
+        result = build(BuildOptions(model=str(fixture_256m), out_dir=tmp_path_factory.mktemp("build") / "out"),
+                       toolchain)
+    return CountedBuild(result, loads, reads)
+
+
+@pytest.fixture(scope="session")
+def built_256m(counted_build_256m):
+    """The 256m fixture's default build (a BuildResult): test_build.py checks it; others read it, or link its
+    files into a folder of their own to change."""
+    return counted_build_256m.result
 
 
 @pytest.fixture(scope="session")
@@ -132,31 +175,57 @@ def wait_for_http(url: str, timeout: float = 120, process: subprocess.Popen | No
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-def chat_with_llama_server(toolchain: Toolchain, model: Path, mmproj: Path, question: str,
+class LlamaServers:
+    """The real llama-server on loopback, one per text model and projector for the whole test run: tests that
+    only ask questions share it (each question sets its own sampling, so none depends on another)."""
+
+    def __init__(self, toolchain: Toolchain) -> None:
+        self.toolchain = toolchain
+        self.running: dict[tuple[Path, Path], tuple[subprocess.Popen, str]] = {}
+
+    def url(self, model: Path, mmproj: Path) -> str:
+        key = (Path(model).resolve(), Path(mmproj).resolve())
+        if key not in self.running:
+            port = free_port()
+            server = subprocess.Popen(
+                [self.toolchain.tool("llama-server"), "-m", model, "--mmproj", mmproj, "--host", "127.0.0.1",
+                 "--port", str(port), "-c", "2048", "--threads", "2"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            self.running[key] = (server, f"http://127.0.0.1:{port}")
+            wait_for_http(f"{self.running[key][1]}/health", process=server)
+        server, url = self.running[key]
+        assert server.poll() is None, f"llama-server for {model.name} exited with {server.returncode}"
+        return url
+
+    def close(self) -> None:
+        for server, _ in self.running.values():
+            server.terminate()
+        for server, _ in self.running.values():
+            server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def llama_servers(toolchain):
+    servers = LlamaServers(toolchain)
+    yield servers
+    servers.close()
+
+
+def chat_with_llama_server(servers: LlamaServers, model: Path, mmproj: Path, question: str,
                            max_tokens: int = 48, **request: object) -> dict:
-    """Serve `model` + `mmproj` with the real llama-server on loopback and ask one question."""
+    """Ask `model` + `mmproj` one question on the test run's llama-server for them."""
     import json
     import urllib.request
 
-    port = free_port()
-    server = subprocess.Popen(
-        [toolchain.tool("llama-server"), "-m", model, "--mmproj", mmproj, "--host", "127.0.0.1",
-         "--port", str(port), "-c", "2048", "--threads", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    request = urllib.request.Request(
+        f"{servers.url(model, mmproj)}/v1/chat/completions",
+        data=json.dumps({"messages": [{"role": "user", "content": question}],
+                         "max_tokens": max_tokens, "temperature": 0, **request}).encode(),
+        headers={"Content-Type": "application/json"},
     )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", process=server)
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/chat/completions",
-            data=json.dumps({"messages": [{"role": "user", "content": question}],
-                             "max_tokens": max_tokens, "temperature": 0, **request}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return json.load(response)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.load(response)
 
 
 def write_test_image(path: Path, size: tuple[int, int] = (320, 240)) -> Path:
@@ -223,3 +292,18 @@ def pid_is_running(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+@pytest.fixture(scope="session")
+def go_renderer(tmp_path_factory) -> Path:
+    """tests/go/render.go built with Go's own toolchain: Ollama's text/template renders a TEMPLATE as Ollama does."""
+    go = shutil.which("go")
+    if go is None:
+        if os.environ.get("SMOLCONV_REQUIRE_GO"):
+            pytest.fail("Go is not installed (apt-get install golang-go); CI requires this test")
+        pytest.skip("Go is not installed (apt-get install golang-go)")
+    out = tmp_path_factory.mktemp("go") / "render"
+    env = {**os.environ, "GOCACHE": str(out.parent / "cache"), "GO111MODULE": "off"}
+    program = Path(__file__).parent / "go" / "render.go"
+    subprocess.run([go, "build", "-o", str(out), str(program)], check=True, env=env, capture_output=True)
+    return out

@@ -188,7 +188,7 @@ def test_gguf_lora_is_an_adapter_gguf_named_in_every_modelfile(gguf_build):
     assert reader.get_field("adapter.lora.alpha").contents() == 16
     assert not any("v." in t.name[:2] or "mm." in t.name[:3] for t in reader.tensors)
     modelfiles = sorted(out.glob("*.Modelfile"))
-    assert len(modelfiles) == 4  # one variant, four presets
+    assert len(modelfiles) == 5  # one variant, four presets and the video model
     for path in modelfiles:
         assert f"ADAPTER ./{lora.name}" in path.read_text().splitlines()
         assert path.name.startswith("text-lora-256m-q8_0")

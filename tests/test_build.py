@@ -27,13 +27,6 @@ NAME = "smolvlm2-256m"
 VARIANTS = ("F16", "Q4_K_M", "Q5_K_M", "Q8_0")
 
 
-@pytest.fixture(scope="module")
-def built_256m(toolchain, fixture_256m, tmp_path_factory):
-    out = tmp_path_factory.mktemp("build") / "out"
-    result = build(BuildOptions(model=str(fixture_256m), out_dir=out), toolchain)
-    return result
-
-
 def _model(out: Path, variant: str) -> Path:
     return out / f"{NAME}-{variant}.gguf"
 
@@ -42,9 +35,9 @@ def test_build_writes_every_variant_and_a_manifest(built_256m, fixture_256m):
     out = built_256m.out_dir
     names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     modelfiles = [f"smolvlm2-256m-{q}{p}.Modelfile" for q in ("q4_K_M", "q5_K_M", "q8_0")
-                  for p in ("", "-caption", "-ocr", "-vqa")]
-    assert names == sorted([*(f"{NAME}-{v}.gguf" for v in VARIANTS), f"mmproj-{NAME}-f16.gguf", "build.json",
-                            *modelfiles, "verify.json", "smoke"])
+                  for p in ("", "-caption", "-ocr", "-vqa", "-video")]
+    assert names == sorted([*(f"{NAME}-{v}.gguf" for v in VARIANTS), f"mmproj-{NAME}-f16.gguf",
+                            f"mmproj-{NAME}-f16-video.gguf", "build.json", *modelfiles, "verify.json", "smoke"])
     manifest = json.loads((out / "build.json").read_text())
     assert manifest["llama_cpp"]["commit"] == "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
     assert manifest["source"]["files"]["model.safetensors"] == sha256_file(fixture_256m / "model.safetensors")
@@ -52,7 +45,8 @@ def test_build_writes_every_variant_and_a_manifest(built_256m, fixture_256m):
         assert record["sha256"] == sha256_file(out / name)
         assert record["size"] == (out / name).stat().st_size
     assert manifest["outputs"][f"{NAME}-Q4_K_M.gguf"]["params"]["type"] == "Q4_K_M"
-    assert set(manifest["steps"]) == {"convert", "quantize:Q4_K_M", "quantize:Q5_K_M", "quantize:Q8_0"}
+    assert set(manifest["steps"]) == {"convert", "quantize:Q4_K_M", "quantize:Q5_K_M", "quantize:Q8_0",
+                                      "video-projector"}
 
 
 def test_build_ends_with_verify_under_the_f16_gate(built_256m):
@@ -183,6 +177,21 @@ def test_converted_files_read_back_as_smolvlm2(built_256m):
     assert field(projector, "clip.vision.image_size") == 512
 
 
+def test_the_video_projector_is_the_projector_cutting_a_frame_into_one_tile(built_256m):
+    out = built_256m.out_dir
+    image, video = (GGUFReader(out / f"mmproj-{NAME}-f16{s}.gguf") for s in ("", "-video"))
+    values = {name: {k: f.contents() for k, f in r.fields.items() if not k.startswith("GGUF.")}
+              for name, r in (("image", image), ("video", video))}
+    assert values["image"]["clip.vision.preproc_image_size"] == 2048
+    assert values["video"]["clip.vision.preproc_image_size"] == values["video"]["clip.vision.image_size"] == 512
+    changed = {k for k in values["image"] if values["image"][k] != values["video"].get(k)}
+    assert changed == {"clip.vision.preproc_image_size"} and set(values["image"]) == set(values["video"])
+    assert [(t.name, t.tensor_type, bytes(t.data)) for t in image.tensors] == \
+        [(t.name, t.tensor_type, bytes(t.data)) for t in video.tensors]
+    modelfile = (out / "smolvlm2-256m-q4_K_M-video.Modelfile").read_text()
+    assert f"FROM ./mmproj-{NAME}-f16-video.gguf" in modelfile and f"FROM ./{NAME}-Q4_K_M.gguf" in modelfile
+
+
 def test_report_says_most_of_q4_k_m_is_q5_0(built_256m):
     reports = {r.qtype: r for r in built_256m.quantized.reports}
     q4 = reports["Q4_K_M"]
@@ -197,7 +206,7 @@ def test_report_says_most_of_q4_k_m_is_q5_0(built_256m):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_every_variant_answers_paris(toolchain, built_256m, variant):
+def test_every_variant_answers_paris(llama_servers, built_256m, variant):
     """The answer's content survives every quantization.
 
     End-of-turn is held back for this one reply: on this fixture (SmolLM2-135M's weights, themselves from a
@@ -206,16 +215,16 @@ def test_every_variant_answers_paris(toolchain, built_256m, variant):
     speaks is what this test checks; the next test checks stopping by itself.
     """
     out = built_256m.out_dir
-    answer = chat_with_llama_server(toolchain, _model(out, variant), out / f"mmproj-{NAME}-f16.gguf",
+    answer = chat_with_llama_server(llama_servers, _model(out, variant), out / f"mmproj-{NAME}-f16.gguf",
                                     "What is the capital of France?", max_tokens=12,
                                     logit_bias={str(END_OF_UTTERANCE_ID): -100, "2": -100})
     assert answer["choices"][0]["message"]["content"].strip().startswith("The capital of France is Paris")
 
 
 @pytest.mark.parametrize("variant", ["F16", "Q8_0"])
-def test_f16_and_q8_0_answer_paris_and_stop_by_themselves(toolchain, built_256m, variant):
+def test_f16_and_q8_0_answer_paris_and_stop_by_themselves(llama_servers, built_256m, variant):
     out = built_256m.out_dir
-    answer = chat_with_llama_server(toolchain, _model(out, variant), out / f"mmproj-{NAME}-f16.gguf",
+    answer = chat_with_llama_server(llama_servers, _model(out, variant), out / f"mmproj-{NAME}-f16.gguf",
                                     "What is the capital of France?")
     assert "Paris" in answer["choices"][0]["message"]["content"]
     assert answer["choices"][0]["finish_reason"] == "stop"

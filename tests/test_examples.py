@@ -20,6 +20,7 @@ import pytest
 
 from smolconv.plan import build_variants
 from smolconv.serve import free_port
+from tests.videos import write_clip
 from tests.conftest import wait_for_http, write_test_image
 from tests.fake_ollama import FakeOllama
 
@@ -148,62 +149,27 @@ def test_interactive_chat_goes_through_the_ollama_client(tmp_path):
     assert second["messages"][1]["content"] == "The house is red."
 
 
-def _write_video(path: Path, seconds: int, fps: int = 10, size: tuple[int, int] = (384, 96)) -> Path:
-    """An MPEG-4 clip whose colour changes every second (PyAV bundles FFmpeg's encoder)."""
-    import av
-    import numpy as np
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        for i in range(seconds * fps):
-            pixels = np.zeros((size[1], size[0], 3), dtype=np.uint8)
-            pixels[..., i // fps % 3] = 200
-            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def test_video_frames_samples_one_per_second_up_to_the_maximum(served, projector, tmp_path):
-    video = _write_video(tmp_path / "clip.mp4", seconds=6)
-    result = run_example("video_frames.py", str(video), "What changes?", "--url", served, "--max-frames", "3",
+def test_video_frames_asks_a_build_in_smolvlm2s_video_prompt(build_256m_q4_q8, tmp_path):
+    video = write_clip(tmp_path / "clip.mp4", seconds=6, size=(384, 96))
+    result = run_example("video_frames.py", str(build_256m_q4_q8), str(video), "What changes?", "--max-frames", "3",
                          "--max-tokens", "8")
     assert result.returncode == 0, result.stderr
-    summary = re.search(r"\[(\d+) frames at ([\d., ]+) s of ([\d.]+) s; (\d+) prompt tokens", result.stdout)
+    summary = re.search(r"\[(\d+) frames at ([\d., ]+) s; (\d+) prompt tokens", result.stdout)
     assert summary, result.stdout
-    count, times, duration, prompt_tokens = summary.groups()
-    # six seconds at 1 fps is six frames; at most three, spread over the whole clip as transformers does
-    assert int(count) == 3 and [float(t) for t in times.split(", ")] == [0.0, 2.9, 5.9]
-    assert float(duration) == pytest.approx(6.0)
-    # every frame reached the model as an image, tiled as plan counts it (a 4:1 clip: 4 tiles and an overview)
-    assert int(prompt_tokens) >= 3 * projector.image_tokens((384, 96))
-
-
-def test_video_frames_takes_one_frame_per_second_spread_over_the_clip_as_transformers_does(tmp_path):
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        from video_frames import sample_frames, video_message
-    finally:
-        sys.path.remove(str(EXAMPLES))
-    frames, duration = sample_frames(_write_video(tmp_path / "clip.mp4", seconds=4), 1.0, 8, 128)
-    # 4 s at 1 fps is 4 frames; transformers' SmolVLM sampler spaces them from the first frame to the last
-    # (np.linspace over the 40 frame indices: 0, 13, 26, 39)
-    assert [round(t, 1) for t, _ in frames] == [0.0, 1.3, 2.6, 3.9] and duration == pytest.approx(4.0)
-    assert all(max(image.size) == 128 for _, image in frames)
-    parts = video_message(frames, duration, "What happens?").parts
-    # SmolVLM2's video prompt: the intro, then a timestamp before each frame, then the question
-    assert parts[0] == "You are provided the following series of four frames from a 0:00:04 [H:MM:SS] video.\n"
-    assert list(parts[1::2][:4]) == ["\nFrame from 00:00:", "\nFrame from 00:01:", "\nFrame from 00:02:",
-                                     "\nFrame from 00:03:"]
-    assert parts[-1] == "\n\nWhat happens?"
+    count, times, prompt_tokens = summary.groups()
+    # six seconds at 1 fps is six frames; at most three, spread as transformers does: the clip is longer than
+    # 3 frames at 1 fps plus two seconds, so its first and last second are skipped (frames 10, 30 and 50 of 60)
+    assert int(count) == 3 and [float(t) for t in times.split(", ")] == [1.0, 3.0, 5.0]
+    # every frame reached the model through the video projector: one tile and an overview, whatever its shape
+    tile = 64
+    assert 3 * 2 * tile <= int(prompt_tokens) < 3 * 2 * tile + 200
 
 
 def test_video_frames_refuses_a_file_that_is_no_video(tmp_path):
     bad = tmp_path / "clip.mp4"
     bad.write_text("not a video")
-    result = run_example("video_frames.py", str(bad), "--url", f"http://127.0.0.1:{free_port()}")
+    result = run_example("video_frames.py", "smolvlm2:x", str(bad), "--backend", "ollama",
+                         "--url", f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "cannot read video" in lines[0], result.stderr
+    assert len(lines) == 1 and "is not a video FFmpeg can read" in lines[0], result.stderr

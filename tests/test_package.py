@@ -50,12 +50,15 @@ def test_package_create_uploads_each_blob_once_and_creates_every_model(build_256
         result = run_cli("package", str(out), "--preset", "general", "--preset", "ocr", "--create",
                          env=_env(fake.host, tmp_path))
         assert result.returncode == 0, result.stderr
-        # Three files, each uploaded once, with the digest of its bytes; the projector is shared.
-        assert sorted(fake.state.uploads) == sorted({_sha(text_q4), _sha(text_q8), _sha(projector)})
-        assert len(fake.state.creates) == 4
+        # Four files, each uploaded once, with the digest of its bytes; the projectors are shared, and the video
+        # model of each variant shares its text blob.
+        video = out / "mmproj-smolvlm2-256m-f16-video.gguf"
+        assert sorted(fake.state.uploads) == sorted({_sha(text_q4), _sha(text_q8), _sha(projector), _sha(video)})
+        assert len(fake.state.creates) == 6
         by_tag = {c["model"]: c for c in fake.state.creates}
         assert set(by_tag) == {"smolvlm2:256m-q4_K_M", "smolvlm2:256m-q4_K_M-ocr", "smolvlm2:256m-q8_0",
-                               "smolvlm2:256m-q8_0-ocr"}
+                               "smolvlm2:256m-q8_0-ocr", "smolvlm2:256m-q4_K_M-video", "smolvlm2:256m-q8_0-video"}
+        assert by_tag["smolvlm2:256m-q8_0-video"]["files"] == {text_q8.name: _sha(text_q8), video.name: _sha(video)}
         ocr = by_tag["smolvlm2:256m-q4_K_M-ocr"]
         assert ocr["files"] == {text_q4.name: _sha(text_q4), projector.name: _sha(projector)}
         assert "adapters" not in ocr

@@ -26,7 +26,7 @@ from smolconv.package import templates_dir
 from smolconv.publish import PublishOptions, publish
 from tests.conftest import run_cli
 from tests.modelfile_parser import parse
-from tests.test_template import CONVERSATIONS, go_renderer, ollama_messages, render_with_go  # noqa: F401
+from tests.test_template import CONVERSATIONS, ollama_messages, render_with_go
 
 pytestmark = pytest.mark.slow
 
@@ -184,7 +184,7 @@ def test_dry_run_writes_ggml_org_layout_and_a_card_the_hub_reads(build_256m_q4_q
 
 
 @pytest.mark.parametrize("name", ["image turn", "two images, then a follow-up"])
-def test_the_template_file_renders_like_the_hf_chat_template(go_renderer, dry_run, name):  # noqa: F811
+def test_the_template_file_renders_like_the_hf_chat_template(go_renderer, dry_run, name):
     conversation = CONVERSATIONS[name]
     [hf], _ = render_jinja_template(conversations=[conversation], chat_template=CHAT_TEMPLATE,
                                     add_generation_prompt=True)

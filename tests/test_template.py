@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -57,19 +55,6 @@ def ollama_messages(conversation: list[dict]) -> list[dict]:
         n += len(images)
         messages.append({"role": message["role"], "content": prefix + "".join(texts), "images": ["aGk="] * len(images)})
     return messages
-
-
-@pytest.fixture(scope="module")
-def go_renderer(tmp_path_factory) -> Path:
-    go = shutil.which("go")
-    if go is None:
-        if os.environ.get("SMOLCONV_REQUIRE_GO"):
-            pytest.fail("Go is not installed (apt-get install golang-go); CI requires this test")
-        pytest.skip("Go is not installed (apt-get install golang-go)")
-    out = tmp_path_factory.mktemp("go") / "render"
-    env = {**os.environ, "GOCACHE": str(out.parent / "cache"), "GO111MODULE": "off"}
-    subprocess.run([go, "build", "-o", str(out), str(GO_PROGRAM)], check=True, env=env, capture_output=True)
-    return out
 
 
 def render_with_go(renderer: Path, template: str, messages: list[dict]) -> str:

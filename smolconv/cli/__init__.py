@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from smolconv import __version__
-from smolconv.cli import build, check, convert, mlx, onnx, package, plan, setup
+from smolconv.cli import ask, build, check, convert, mlx, onnx, package, plan, setup
 from smolconv.cli._errors import mapped, run_program
 from smolconv.cli._output import plain
 
@@ -28,7 +28,7 @@ COMMANDS = {
     "setup": setup.setup, "doctor": setup.doctor, "synth": setup.synth,
     "pull": convert.pull, "convert": convert.convert, "quantize": convert.quantize,
     "build": build.build, "plan": plan.plan, "package": package.package, "publish": package.publish,
-    "serve": check.serve, "smoke": check.smoke, "verify": check.verify,
+    "serve": check.serve, "smoke": check.smoke, "verify": check.verify, "ask": ask.ask,
     "export-onnx": onnx.export_onnx, "export-mlx": mlx.export_mlx,
 }
 for _name, _command in COMMANDS.items():

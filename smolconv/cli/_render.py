@@ -47,7 +47,8 @@ def plans(items, title: str) -> None:
 
     estimated = any(p.variant.estimated for p in items)
     table = Table(title=title, caption="weights estimated from the config dimensions" if estimated else None)
-    for column in ("variant", "files", "num_ctx", "num_gpu", "mmproj", "KV", "GPU total", "free", "img tokens"):
+    # Short headers: ten columns in 100 characters (CI logs), the notes below say what each means.
+    for column in ("variant", "files", "num_ctx", "layers", "proj", "KV", "total", "free", "image", "frames"):
         table.add_column(column, no_wrap=True)
     for p in items:
         m, v = p.memory, p.variant
@@ -62,8 +63,14 @@ def plans(items, title: str) -> None:
             format_bytes(m.total),
             format_bytes(p.free),
             str(v.projector.max_image_tokens),
+            str(p.video_frames),
         )
     console.print(table)
+    if items:
+        frame = items[0].variant.projector
+        plain("layers: on the GPU (num_gpu); proj: where the vision projector runs; total: GPU memory planned; "
+              f"image: tokens of a full-size image; frames: video frames that fit num_ctx at "
+              f"{frame.video_frame_tokens} tokens each (1 fps, at most 64, the -video model: one tile a frame)")
     seen: set[str] = set()
     for p in items:
         for note in p.notes:

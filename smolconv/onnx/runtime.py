@@ -287,7 +287,7 @@ class OnnxBackend:
     def info(self) -> dict:
         return {"folder": str(self.model.folder), "variant": self.model.variant, "n_ctx": self.n_ctx, "vision": True}
 
-    def chat(self, messages, max_tokens: int):
+    def chat(self, messages, max_tokens: int, on_text=None):
         from smolconv.chat import Answer, BackendError
 
         self.requests += 1
@@ -303,6 +303,8 @@ class OnnxBackend:
             for token in self.model.generate(ids, tiles, max_tokens, self.sampling, stats):
                 first = first or time.monotonic()
                 pieces.append(token)
+                if on_text:
+                    on_text(self.model.tokenizer.decode([token], skip_special_tokens=True))
         except SmolconvError as exc:
             raise BackendError(exc.one_line()) from None
         wall = time.monotonic() - start

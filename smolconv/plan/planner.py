@@ -53,6 +53,7 @@ class VariantPlan:
 
     @property
     def video_frames(self) -> int:
+        """Frames of a video that fit num_ctx through the video projector (`smolconv ask` refuses more)."""
         return min(VIDEO_MAX_FRAMES, max(0, (self.num_ctx - 256) // self.variant.projector.video_frame_tokens))
 
     def to_dict(self) -> dict:
@@ -72,6 +73,7 @@ class VariantPlan:
                 "max_image_tokens": v.projector.max_image_tokens,
                 "full_size_images_per_context": self.images_per_context,
                 "video_frames_per_context": self.video_frames,
+                "video_frame_tokens": v.projector.video_frame_tokens,
             },
             "notes": self.notes,
         }

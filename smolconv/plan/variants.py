@@ -33,6 +33,10 @@ class TextModel:
         return sum(self.layer_bytes) + self.input_bytes + self.output_bytes
 
 
+# "\nFrame from 00:01:" in SmolLM2's tokenizer (measured on the fixture; the same for any MM:SS).
+FRAME_TEXT_TOKENS = 10
+
+
 @dataclass(frozen=True)
 class Projector:
     weight_bytes: int
@@ -83,8 +87,15 @@ class Projector:
 
     @property
     def video_frame_tokens(self) -> int:
-        """A 16:9 frame. transformers gives a video frame one tile, but llama.cpp (and so Ollama) has no
-        video input: frames go in as images and are tiled like any image (13 tiles at 16:9)."""
+        """A video frame through the video projector (its preprocessing size is the tile): llama.cpp's idefics3
+        preprocessor gives the one tile and still an overview, <fake…><row_1_col_1>, the tile, then "\n\n",
+        <fake…><global-img>, the overview and <fake…>; transformers gives a frame only the last part
+        (tokens_per_tile + 3). The frame's "\nFrame from MM:SS:" adds FRAME_TEXT_TOKENS."""
+        return 2 * self.tokens_per_tile + 6 + FRAME_TEXT_TOKENS
+
+    @property
+    def photo_frame_tokens(self) -> int:
+        """A 16:9 frame sent as an ordinary image (the image projector tiles it like a photo: 13 tiles)."""
         return self.image_tokens((16, 9))
 
 
@@ -99,6 +110,7 @@ class Variant:
     model: str = ""            # the model these files are (shape name or build directory)
     adapter_path: Path | None = None  # a GGUF LoRA that llama-server loads beside the text model (--lora)
     adapter_bytes: int = 0
+    video_projector_path: Path | None = None  # the projector that encodes a video frame as one tile
 
 
 # --------------------------------------------------------------------------------------------------
@@ -199,11 +211,16 @@ def manifest_variants(out_dir: Path, manifest: dict, types: tuple[str, ...] = ()
         if not adapter_path.is_file():
             raise SmolconvError(f"{adapter_path} is missing", "run `smolconv build` again")
     adapter_bytes = adapter_path.stat().st_size if adapter_path else 0
+    video_step = manifest["steps"].get("video-projector")
+    video_projector = out_dir / video_step["outputs"][0] if video_step else None
+    if video_projector is not None and not video_projector.is_file():
+        video_projector = None  # deleted: the variant serves images only, as before the video projector
     variants = []
     for qtype in wanted:
         path = files[qtype]
         if not path.is_file():
             raise SmolconvError(f"{path} is missing", "run `smolconv build` again")
         variants.append(Variant(qtype, read_text(path), projector, path, projector_path, model=out_dir.name,
-                                adapter_path=adapter_path, adapter_bytes=adapter_bytes))
+                                adapter_path=adapter_path, adapter_bytes=adapter_bytes,
+                                video_projector_path=video_projector))
     return variants
