@@ -10,8 +10,6 @@ four frames from a 0:00:04 [H:MM:SS] video." then "Frame from 00:01:" before eac
 directory, llama-server runs with the build's video projector (one tile and an overview a frame, about 134
 tokens on 256M/500M instead of about 860 for a 16:9 frame tiled like a photo); on Ollama, use the model's
 `-video` tag, which `smolconv package` creates with that projector.
-
-Needs PyAV and num2words: pip install 'smolconv[video]'.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ frames fit the context is decided before any frame is decoded.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,7 +123,7 @@ def _ask_server(options: AskOptions, images, toolchain, on_text, progress) -> As
             write_video_projector(build)
             variant = pick_variant(build, variant.name)
         # Frames through the video projector: one tile each instead of a photo's tiling.
-        variant = dataclasses.replace(variant, projector_path=variant.video_projector_path)
+        variant = variant.for_video()
     plan = plan_variant(variant, options.settings)
     budget = FrameBudget(plan.num_ctx, variant.projector.video_frame_tokens, variant.projector.image_size)
     _check_fit(options, budget)  # before llama-server loads anything

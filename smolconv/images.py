@@ -126,6 +126,15 @@ def write_smoke_images(directory: Path) -> dict[str, Path]:
             write(tmp)
             tmp.replace(path)
         paths[key] = path
+    # The video case's clip: 4 s at 10 fps, 4 frames sampled (1 fps), each one tile through the video projector.
+    clip = directory / "moving-square.mp4"
+    if not clip.exists():
+        from smolconv.video import write_clip
+
+        tmp = clip.with_name(f".{clip.stem}.tmp.mp4")
+        write_clip(tmp, seconds=4, fps=10)
+        tmp.replace(clip)
+    paths["clip_mp4"] = clip
     # A JPEG whose data stops half way and is followed by noise: Pillow opens it, decoding fails.
     corrupt = directory / "corrupt.jpg"
     good = paths["scene_jpeg"].read_bytes()

@@ -32,6 +32,7 @@ from smolconv.choices import SmokeBackend
 from smolconv.errors import SmolconvError
 from smolconv.images import load_image, write_smoke_images
 from smolconv.plan import PlanSettings, Projector
+from smolconv.video import prompt_parts, sample
 
 BACKENDS = tuple(SmokeBackend)
 # Text that must never reach a user: SmolVLM2's template and image tokens, and SmolLM2's ChatML.
@@ -63,6 +64,7 @@ class SmokeCase:
     long_prompt: bool = False      # the user message is filled to near num_ctx
     per_projector: bool = False    # checks image decoding, preprocessing and the projector: once per projector file
     per_context: bool = False      # checks that the served context holds a near-full prompt: once per context size
+    video: bool = False            # its image is a clip, sent as SmolVLM2's video prompt through the video projector
 
     @property
     def shared_by(self) -> str | None:
@@ -104,6 +106,9 @@ CASES: tuple[SmokeCase, ...] = (
               (_user(DESCRIBE, "corrupt_jpeg"),), rejected=True),
     SmokeCase("long_prompt", "edge: a prompt near num_ctx", (_user(""),), 64, expect=r"\bred\b",
               long_prompt=True, per_context=True),
+    SmokeCase("video", "video: a 4 s clip in SmolVLM2's video prompt, one tile a frame",
+              (_user("What moves in this video, and where does it go?", "clip_mp4"),), 64,
+              expect=r"\b(square|box|red|right|moves?|moving)\b", video=True),
 )
 CASE_NAMES = tuple(c.name for c in CASES)
 
@@ -293,7 +298,11 @@ def run_case(backend: Backend, case: SmokeCase, images: dict[str, Path], earlier
                 if previous is None or previous.answer is None:
                     return CaseResult(case.name, case.what, False, f"needs the answer of {case.follows}, which failed")
                 text = previous.answer.text
-            messages.append(Message.of(turn.role, text, [load_image(images[key]) for key in turn.images]))
+            if case.video:
+                video = sample(images[turn.images[0]], frame_size=projector.image_size if projector else 512)
+                messages.append(Message(turn.role, prompt_parts(video, text)))
+            else:
+                messages.append(Message.of(turn.role, text, [load_image(images[key]) for key in turn.images]))
     except SmolconvError as exc:
         if case.rejected and backend.requests == sent_before:
             return CaseResult(case.name, case.what, True, "refused before sending", notes=[exc.one_line()])
@@ -310,6 +319,10 @@ def run_case(backend: Backend, case: SmokeCase, images: dict[str, Path], earlier
                 return CaseResult(case.name, case.what, False, "the backend did not say its context size")
             messages = [Message.of("user", _long_prompt(backend, n_ctx, case.max_tokens))]
             min_prompt = int(0.9 * (n_ctx - case.max_tokens - LONG_PROMPT_MARGIN))
+        elif case.video:
+            # Each frame through the video projector: its tile and the overview llama.cpp adds beside it.
+            tile = projector.tokens_per_tile if projector else 64
+            min_prompt = 2 * tile * sum(len(m.images) for m in messages)
         else:
             min_prompt = sum(image_tokens(projector, image.size) for m in messages for image in m.images)
         answer = backend.chat(messages, case.max_tokens)
@@ -325,6 +338,10 @@ def run_case(backend: Backend, case: SmokeCase, images: dict[str, Path], earlier
                             "the first turn's image is sent again with the history and stays in the prompt")
     if case.long_prompt:
         result.notes.append(f"prompt {answer.prompt_tokens} tokens of num_ctx {n_ctx}")
+    if case.video:
+        frames = sum(len(m.images) for m in messages)
+        result.notes.append(f"{frames} frames, prompt {answer.prompt_tokens} tokens (at least {min_prompt}: two tiles "
+                            "a frame)")
     return result
 
 
@@ -375,7 +392,7 @@ def smoke(options: SmokeOptions, toolchain=None, progress=lambda stage, fraction
     if target_dir is not None and build is None:
         build = BuildDir.open(target_dir)
     manifest = build.data if build is not None else {}
-    reports = smoke_runs(_runs(options, target_dir, toolchain, manifest, build), options, cases, images,
+    reports = smoke_runs(_runs(options, target_dir, toolchain, manifest, build, cases), options, cases, images,
                          random_parts=_random_parts(manifest), report_dir=report_dir,
                          progress=lambda stage: progress(stage, None))
     if build is not None:
@@ -399,19 +416,22 @@ def smoke_runs(runs, options: SmokeOptions, cases: tuple[SmokeCase, ...], images
         started = datetime.now(UTC).isoformat(timespec="seconds")
         t0 = time.monotonic()
         with run as (backend, variant_name, projector, n_ctx, projector_sha256):
+            # A run on a video projector takes the video cases, every other run the rest.
+            video_run = projector is not None and projector.preproc_image_size == projector.image_size
+            run_cases = tuple(c for c in cases if c.video == video_run)
             info = backend.info()
             n_ctx = n_ctx or info.get("n_ctx")
             shared = {"projector": projector_sha256, "context": n_ctx}
-            covered = {c.name: (first[key], key) for c in cases
+            covered = {c.name: (first[key], key) for c in run_cases
                        if c.shared_by and (key := (c.shared_by, shared[c.shared_by])) in first}
-            todo = tuple(c for c in cases if c.name not in covered)
+            todo = tuple(c for c in run_cases if c.name not in covered)
             ran = run_suite(backend, images, n_ctx=n_ctx, projector=projector, cases=todo, strict=options.strict,
                             random_parts=random_parts, progress=progress)
         by_name = {r.name: r for r in ran}
         for kind, key in shared.items():
             if key and any(c.shared_by == kind for c in todo):
                 first.setdefault((kind, key), (variant_name, by_name))
-        results = [by_name[c.name] if c.name in by_name else _covered(*covered[c.name], c.name) for c in cases]
+        results = [by_name[c.name] if c.name in by_name else _covered(*covered[c.name], c.name) for c in run_cases]
         report = SmokeReport(target=options.target, variant=variant_name, backend=options.backend,
                              backend_info=info, results=results, random_parts=random_parts, started=started,
                              seconds=time.monotonic() - t0)
@@ -455,18 +475,23 @@ def _fixed(backend, name: str, projector: Projector | None, n_ctx: int | None, p
 
 
 @contextlib.contextmanager
-def _served(target_dir: Path, variant, options: SmokeOptions, toolchain, projector_sha256: str | None):
+def _served(target_dir: Path, variant, options: SmokeOptions, toolchain, projector_sha256: str | None,
+            name: str | None = None):
     """llama-server on one variant, for the length of that variant's suite."""
     from smolconv.serve import ServeOptions, start_server
 
     serve_options = ServeOptions(target_dir, variant.name, port=0, num_ctx=options.num_ctx,
                                  settings=options.settings, threads=options.threads)
     with start_server(serve_options, toolchain, variant=variant) as server:
-        yield LlamaServerBackend(server.url), variant.name, variant.projector, server.num_ctx, projector_sha256
+        yield (LlamaServerBackend(server.url), name or variant.name, variant.projector, server.num_ctx,
+               projector_sha256)
 
 
-def _runs(options: SmokeOptions, target_dir: Path | None, toolchain, manifest: dict, build: BuildDir | None):
-    """One context per suite run, yielding (backend, variant name, projector, n_ctx, projector sha256)."""
+def _runs(options: SmokeOptions, target_dir: Path | None, toolchain, manifest: dict, build: BuildDir | None,
+          cases: tuple[SmokeCase, ...] = CASES):
+    """One context per suite run, yielding (backend, variant name, projector, n_ctx, projector sha256). The video
+    cases get a run of their own: the first variant with the video projector (`<variant>-video`), once a build."""
+    images, videos = any(not c.video for c in cases), any(c.video for c in cases)
     if options.backend == "onnx":  # each ONNX variant has its own vision graph: nothing is shared
         yield from _onnx_runs(options, target_dir)
         return
@@ -475,8 +500,13 @@ def _runs(options: SmokeOptions, target_dir: Path | None, toolchain, manifest: d
     if options.backend == "ollama":
         # The tags of one build were packaged with its one projector file.
         sha256 = _projector_sha256(manifest, built.projector_path) if built else None
-        for tag in _ollama_tags(options, target_dir, manifest):
-            yield _fixed(OllamaBackend(tag, options.url), tag, built and built.projector, None, sha256)
+        for tag, preset in _ollama_tags(options, target_dir, manifest):
+            if preset == "video" and videos and built is not None and built.video_projector_path is not None:
+                video = built.for_video()
+                yield _fixed(OllamaBackend(tag, options.url), tag, video.projector, None,
+                             _projector_sha256(manifest, video.projector_path))
+            elif preset != "video" and images:
+                yield _fixed(OllamaBackend(tag, options.url), tag, built and built.projector, None, sha256)
         return
     if options.url:
         name = options.types[0] if options.types else "llama-server"
@@ -490,8 +520,12 @@ def _runs(options: SmokeOptions, target_dir: Path | None, toolchain, manifest: d
     variants = build.variants(options.types)
     if not options.types:
         variants = [v for v in variants if v.name != "F16"] or variants  # the products, not the intermediate
-    for variant in variants:
+    for variant in variants if images else ():
         yield _served(target_dir, variant, options, toolchain, _projector_sha256(manifest, variant.projector_path))
+    if videos and variants and variants[0].video_projector_path is not None:
+        video = variants[0].for_video()
+        yield _served(target_dir, video, options, toolchain, _projector_sha256(manifest, video.projector_path),
+                      name=f"{video.name}-video")
 
 
 def _onnx_runs(options: SmokeOptions, target_dir: Path | None):
@@ -504,12 +538,13 @@ def _onnx_runs(options: SmokeOptions, target_dir: Path | None):
         yield _fixed(backend, variant.lower(), folder_projector(target_dir), backend.n_ctx)
 
 
-def _ollama_tags(options: SmokeOptions, target_dir: Path | None, manifest: dict) -> list[str]:
+def _ollama_tags(options: SmokeOptions, target_dir: Path | None, manifest: dict) -> list[tuple[str, str]]:
+    """(tag, preset) of the models to smoke: the general one of each variant, and its video model."""
     if target_dir is None:
-        return [options.target]
+        return [(options.target, "general")]
     models = manifest.get("package", {}).get("models", [])
     wanted = {t.upper() for t in options.types}
-    tags = [m["tag"] for m in models if m.get("preset", "general") == "general"
+    tags = [(m["tag"], m.get("preset", "general")) for m in models if m.get("preset", "general") in ("general", "video")
             and (not wanted or m.get("variant", "").upper() in wanted)]
     if not tags:
         raise SmolconvError(f"{target_dir} has no packaged models",

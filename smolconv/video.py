@@ -5,8 +5,6 @@ Sampling (transformers' `SmolVLMVideoProcessor.sample_frames`): round(fps × dur
 max_frames, spread evenly from the first frame to the last; when the video is longer than max_frames / fps plus
 two seconds, its first and last second are skipped. Frames are read by seeking to each one in order, so a long
 video costs the frames it gives, never a decode of the whole file, and only the sampled frames are kept.
-
-Needs PyAV and num2words (`pip install 'smolconv[video]'`).
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from pathlib import Path
 from smolconv.errors import SmolconvError
 from smolconv.images import ImageFile
 
-INSTALL = "pip install 'smolconv[video]'"
+INSTALL = "pip install av num2words (smolconv's own dependencies: reinstall smolconv)"
 # The processor's words (transformers' processing_smolvlm.py), byte for byte.
 VIDEO_INTRO = "You are provided the following series of {count} frames from a {duration} [H:MM:SS] video.\n"
 FRAME_TIMESTAMP = "\nFrame from {minutes:02d}:{seconds:02d}:"
@@ -173,3 +171,30 @@ def prompt_parts(video: SampledVideo, question: str) -> tuple:
         parts += [FRAME_TIMESTAMP.format(minutes=int(frame.time // 60), seconds=int(frame.time % 60)), frame.image]
     parts.append(MEDIA_OUTTRO + question)
     return tuple(parts)
+
+
+def write_clip(path: Path, seconds: float = 4, fps: float = 10, size: tuple[int, int] = (320, 180),
+               codec: str = "mpeg4", gop: int = 12) -> Path:
+    """A clip of a red square moving left to right over a blue background, one step a frame (smoke's video
+    case, and the tests' videos): MPEG-4 Part 2, which every FFmpeg, PyAV's included, encodes."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    av = _require_av()
+    width, height = size
+    frames = max(1, int(round(seconds * fps)))
+    side = max(4, height // 4)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.gop_size = gop
+        for n in range(frames):
+            pixels = np.full((height, width, 3), (40, 90, 160), dtype=np.uint8)
+            x = int((width - side) * n / max(1, frames - 1))
+            pixels[height // 2 - side // 2: height // 2 + side // 2, x: x + side] = (220, 40, 40)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

@@ -68,8 +68,14 @@ def test_build_ends_with_verify_under_the_f16_gate(built_256m):
 
 def test_build_ends_with_every_variant_passing_smoke_on_llama_server(built_256m):
     reports = {r.variant: r for r in built_256m.smoked}
-    assert set(reports) == {"Q4_K_M", "Q5_K_M", "Q8_0"}
+    assert set(reports) == {"Q4_K_M", "Q5_K_M", "Q8_0", "Q4_K_M-video"}
     projector = build_variants(built_256m.out_dir, ("Q4_K_M",))[0].projector
+    # The video case: Q4_K_M with the video projector, SmolVLM2's video prompt, two tiles a frame reach the model.
+    video = reports.pop("Q4_K_M-video")
+    [case] = json.loads(video.path.read_text())["cases"]
+    assert video.passed and case["name"] == "video" and case["passed"], case
+    assert case["answer"]["prompt_tokens"] >= 4 * 2 * projector.tokens_per_tile
+    assert case["notes"][-1].startswith("4 frames, prompt ")
     shared = {c.name for c in CASES if c.per_projector}
     assert shared == {"image_png", "image_webp", "two_images", "blank_image", "one_pixel", "large_image"}
     assert [c.name for c in CASES if c.per_context] == ["long_prompt"]
@@ -78,7 +84,7 @@ def test_build_ends_with_every_variant_passing_smoke_on_llama_server(built_256m)
         saved = json.loads(report.path.read_text())
         assert saved["variant"] == variant and saved["backend"] == "llama-server" and saved["passed"] is True
         cases = {c["name"]: c for c in saved["cases"]}
-        assert list(cases) == [c.name for c in CASES]  # every variant's report names every case
+        assert list(cases) == [c.name for c in CASES if not c.video]  # every variant's report names every case
         assert cases["corrupt_image"]["reason"] == "refused before sending"
         # Every variant shares the one projector file and the planned context: Q4_K_M, served first, ran the
         # cases that check image decoding, preprocessing, the projector and the full context; the others say
@@ -110,14 +116,15 @@ def test_build_ends_with_every_variant_passing_smoke_on_llama_server(built_256m)
     assert tokens["one_pixel"] - tokens["image_png"] == projector.image_tokens((1, 1)) - projector.image_tokens(
         (960, 240))
     recorded = json.loads((built_256m.out_dir / "build.json").read_text())["smoke"]
-    assert {k: v["passed"] for k, v in recorded.items()} == {f"{v}:llama-server": True for v in reports}
+    assert {k: v["passed"] for k, v in recorded.items()} == {f"{v}:llama-server": True
+                                                             for v in (*reports, "Q4_K_M-video")}
     assert built_256m.passed
     # build.json says how long each stage of the run took, in order (make rehearsal reads it)
     last = json.loads((built_256m.out_dir / "build.json").read_text())["last_build"]
     assert [s["stage"] for s in last["stages"]] == ["pull", "convert", "quantize", "plan + package", "verify", "smoke"]
     assert last["passed"] is True and all(s["seconds"] >= 0 for s in last["stages"])
     smoke_stage = last["stages"][-1]
-    assert smoke_stage["seconds"] >= sum(r.seconds for r in reports.values())
+    assert smoke_stage["seconds"] >= sum(r.seconds for r in built_256m.smoked)
     assert all(a["started"] + a["seconds"] <= b["started"] + 0.01
                for a, b in zip(last["stages"], last["stages"][1:], strict=False))
 

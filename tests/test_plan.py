@@ -183,8 +183,11 @@ def test_image_and_video_frame_tokens_follow_smolvlm_layout():
     assert projector.grid((4000, 3000)) == (4, 3) and projector.tiles((4000, 3000)) == 13
     assert projector.image_tokens((1, 1)) == 16 * 66 + 4 + 1 + 66 + 1  # a 1x1 image is scaled up to 4x4 tiles
     assert projector.image_tokens((512, 512)) == projector.image_tokens((2048, 2048))
-    # llama.cpp tiles a 16:9 video frame like any image: 12 tiles and the overview, not transformers' one tile.
-    assert projector.video_frame_tokens == 12 * 66 + 3 + 1 + 66 + 1
+    # A 16:9 frame sent as an image is tiled like any image: 12 tiles and the overview.
+    assert projector.photo_frame_tokens == 12 * 66 + 3 + 1 + 66 + 1
+    # Through the video projector (mtmd-image.cpp, idefics3): <fake><row_1_col_1> + 64, then "\n\n" <fake>
+    # <global-img> + 64 + <fake>, and the frame's "\nFrame from MM:SS:" (10 tokens): test_video.py measures it.
+    assert projector.video_frame_tokens == (2 + 64) + (3 + 64 + 1) + 10
 
 
 # llama-server's start-up lines on a CUDA build (the H100 run of issue 15, Q4_K_M at num_ctx 8192).

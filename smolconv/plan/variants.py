@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from smolconv.errors import SmolconvError
@@ -111,6 +111,17 @@ class Variant:
     adapter_path: Path | None = None  # a GGUF LoRA that llama-server loads beside the text model (--lora)
     adapter_bytes: int = 0
     video_projector_path: Path | None = None  # the projector that encodes a video frame as one tile
+
+    def for_video(self) -> Variant:
+        """This variant served with its video projector (same tensors; a frame's long side is the tile)."""
+        if self.video_projector_path is None:
+            raise SmolconvError(f"{self.name} has no video projector", "run `smolconv build` again to write it")
+        return replace(self, projector_path=self.video_projector_path,
+                       projector=replace(self.projector, preproc_image_size=self.projector.image_size))
+
+    @property
+    def is_video(self) -> bool:
+        return self.projector.preproc_image_size == self.projector.image_size
 
 
 # --------------------------------------------------------------------------------------------------
