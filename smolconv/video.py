@@ -185,7 +185,9 @@ def write_clip(path: Path, seconds: float = 4, fps: float = 10, size: tuple[int,
     width, height = size
     frames = max(1, int(round(seconds * fps)))
     side = max(4, height // 4)
-    with av.open(str(path), "w") as container:
+    # faststart: the index before the frames, so a reader on a pipe (llama-server's ffprobe) finds it.
+    options = {"movflags": "faststart"} if Path(path).suffix.lower() in (".mp4", ".mov") else {}
+    with av.open(str(path), "w", options=options) as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.gop_size = gop
