@@ -26,10 +26,22 @@ SLOW_FIXTURES = frozenset({"toolchain", "llama_servers", "fixture_256m", "fixtur
                            "build_256m_q4_q8", "build_tiny_q4"})
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.slow)
+# `make test` runs two pytest-xdist workers (`--dist loadgroup`). A session fixture is made once per worker, so the
+# tests of each expensive one form a group that one worker runs; every other test is grouped with its module
+# (module fixtures are made once as well). In priority order: a test that uses two of these joins the first.
+SHARED_BUILDS = ("counted_build_256m", "built_256m", "llama_servers", "build_256m_q4_q8", "onnx_256m",
+                 "fixture_256m_t5", "build_tiny_q4")
+XDIST_GROUP = {"built_256m": "counted_build_256m", "llama_servers": "counted_build_256m"}
+
+
+def pytest_itemcollected(item):
+    # As each test is collected: before any collection_modifyitems hook, pytest-xdist's (which reads the groups).
+    names = set(getattr(item, "fixturenames", ()))
+    if SLOW_FIXTURES & names:
+        item.add_marker(pytest.mark.slow)
+    shared = next((name for name in SHARED_BUILDS if name in names), None)
+    group = XDIST_GROUP.get(shared, shared) if shared else item.module.__name__
+    item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
