@@ -33,16 +33,12 @@ venv: $(STAMP)
 setup: venv
 	$(BIN)/smolconv setup $(SETUP_FLAGS)
 
-# Two workers (pytest-xdist): most tests wait on one single-threaded program or another, and the tests that share
-# an expensive build run on one worker (tests/conftest.py groups them), so each build is made once.
-PYTEST_WORKERS ?= 2
-
 test: setup js-deps mlx-deps
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The fast tier: everything that needs no llama.cpp build and no model run (tests marked slow are left out).
 check: venv
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # transformers.js for tests/test_transformers_js.py, as pinned in tests/js/package-lock.json (npm ci; again only when
 # the lock changes). ONNXRUNTIME_NODE_INSTALL_CUDA=skip: onnxruntime-node's install script would otherwise fetch CUDA

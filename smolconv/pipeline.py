@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from smolconv.adapter import AdapterSetup, pull_model_and_adapter
@@ -135,10 +135,12 @@ def check_build_request(options: BuildOptions) -> None:
 
 
 def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no_progress) -> BuildResult:
-    quantize_options = QuantizeOptions(out_dir=Path("."), types=options.types, imatrix=options.imatrix,
+    # The quantize request is checked now (a typo in --type fails before a long conversion); its folder is set
+    # once the pull has named the model.
+    quantize_request = QuantizeOptions(out_dir=None, types=options.types, imatrix=options.imatrix,
                                        imatrix_text=options.imatrix_text, mmproj_type=options.mmproj_type,
                                        threads=options.threads, force=options.force)
-    check_request(quantize_options, toolchain)  # a typo in --type fails now, not after a long conversion
+    check_request(quantize_request, toolchain)
     check_build_request(options)
     stages: list[dict] = []
     adapter = None
@@ -154,9 +156,8 @@ def build(options: BuildOptions, toolchain: Toolchain, progress: ProgressFn = no
     with _timed(stages, "convert"):
         converted = convert_source(source, out_dir, options.outtype, toolchain, progress, force=options.force,
                                    adapter=adapter, build=build_dir)
-    quantize_options.out_dir = out_dir
     with _timed(stages, "quantize"):
-        quantized = quantize(quantize_options, toolchain, progress, build_dir)
+        quantized = quantize(replace(quantize_request, out_dir=out_dir), toolchain, progress, build_dir)
         progress("the video projector", None)
         video_projector = write_video_projector(build_dir, force=options.force)
     # Package the variants this build asked for (the F16 conversion is an intermediate, not a product).

@@ -37,7 +37,7 @@ IMATRIX_CONTEXT = 256
 
 @dataclass
 class QuantizeOptions:
-    out_dir: Path
+    out_dir: Path | None              # None: a request checked before its build directory is known (build)
     types: tuple[str, ...] = DEFAULT_TYPES
     imatrix: Path | None = None       # an importance matrix made elsewhere
     imatrix_text: Path | None = None  # or a text to compute one from with llama-imatrix
@@ -194,6 +194,8 @@ _LOG_FALLBACK = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback quanti
 
 def quantize(options: QuantizeOptions, toolchain: Toolchain, progress: ProgressFn = no_progress,
              build: BuildDir | None = None) -> QuantizeResult:
+    if options.out_dir is None:
+        raise ValueError("quantize needs the build directory (QuantizeOptions.out_dir)")
     out_dir = Path(options.out_dir)
     manifest = (build or BuildDir.open(out_dir)).manifest
     convert_step = manifest.data["steps"].get("convert")

@@ -26,22 +26,10 @@ SLOW_FIXTURES = frozenset({"toolchain", "llama_servers", "fixture_256m", "fixtur
                            "build_256m_q4_q8", "build_tiny_q4"})
 
 
-# `make test` runs two pytest-xdist workers (`--dist loadgroup`). A session fixture is made once per worker, so the
-# tests of each expensive one form a group that one worker runs; every other test is grouped with its module
-# (module fixtures are made once as well). In priority order: a test that uses two of these joins the first.
-SHARED_BUILDS = ("counted_build_256m", "built_256m", "llama_servers", "build_256m_q4_q8", "onnx_256m",
-                 "fixture_256m_t5", "build_tiny_q4")
-XDIST_GROUP = {"built_256m": "counted_build_256m", "llama_servers": "counted_build_256m"}
-
-
-def pytest_itemcollected(item):
-    # As each test is collected: before any collection_modifyitems hook, pytest-xdist's (which reads the groups).
-    names = set(getattr(item, "fixturenames", ()))
-    if SLOW_FIXTURES & names:
-        item.add_marker(pytest.mark.slow)
-    shared = next((name for name in SHARED_BUILDS if name in names), None)
-    group = XDIST_GROUP.get(shared, shared) if shared else item.module.__name__
-    item.add_marker(pytest.mark.xdist_group(group))
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -266,7 +254,7 @@ def child_pids(pid: int) -> list[int]:
         try:
             with open(f"/proc/{pid}/task/{task}/children") as listing:
                 found += [int(child) for child in listing.read().split()]
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             pass  # the thread ended while we looked
     return found
 
@@ -302,7 +290,7 @@ def pid_is_running(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before the open, or between the open and the read
         return False
 
 

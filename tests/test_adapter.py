@@ -211,12 +211,13 @@ def test_package_create_sends_the_adapter_as_an_adapter_layer(gguf_build, tmp_pa
         env = {**os.environ, "OLLAMA_HOST": fake.host, "PATH": str(tmp_path), "HOME": str(tmp_path)}
         done = run_cli("package", str(out), "--preset", "general", "--create", "--via", "api", env=env)
         assert done.returncode == 0, done.stderr
-        (tag, layers), = fake.state.manifests.items()
-        assert tag == "text-lora:256m-q8_0"
-        kinds = sorted(layer["mediaType"] for layer in layers)
-        assert kinds == sorted([MEDIA_MODEL, MEDIA_PROJECTOR, MEDIA_ADAPTER])
-        adapter_layer = next(layer for layer in layers if layer["mediaType"] == MEDIA_ADAPTER)
-        assert adapter_layer["digest"] == "sha256:" + sha256_file(out / "text-lora-LoRA-F32.gguf")
+        # The variant's model and its video model, each with the adapter as an adapter layer.
+        assert set(fake.state.manifests) == {"text-lora:256m-q8_0", "text-lora:256m-q8_0-video"}
+        for layers in fake.state.manifests.values():
+            kinds = sorted(layer["mediaType"] for layer in layers)
+            assert kinds == sorted([MEDIA_MODEL, MEDIA_PROJECTOR, MEDIA_ADAPTER])
+            adapter_layer = next(layer for layer in layers if layer["mediaType"] == MEDIA_ADAPTER)
+            assert adapter_layer["digest"] == "sha256:" + sha256_file(out / "text-lora-LoRA-F32.gguf")
 
 
 def test_package_create_of_a_gguf_lora_on_ollama_0_34_1_is_refused_before_any_upload(gguf_build, tmp_path):

@@ -304,7 +304,8 @@ def test_killed_build_leaves_no_final_partial_file_and_the_next_run_completes(to
     result = run_cli("build", str(fixture_tiny), "--out", str(out), "--no-verify", "--no-smoke")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.glob("*.gguf")) == sorted(
-        [f"{fixture_tiny.name}-{v}.gguf" for v in VARIANTS] + [f"mmproj-{fixture_tiny.name}-f16.gguf"])
+        [f"{fixture_tiny.name}-{v}.gguf" for v in VARIANTS] + [f"mmproj-{fixture_tiny.name}-f16.gguf",
+                                                               f"mmproj-{fixture_tiny.name}-f16-video.gguf"])
 
 
 def test_tiny_shape_takes_k_quants_without_fallback(toolchain, fixture_tiny, tmp_path):

@@ -14,7 +14,7 @@ from smolconv.quantize import expected_header
 
 def test_every_field_and_tensor_matches_gguf_py(build_256m_q4_q8):
     files = sorted(build_256m_q4_q8.glob("*.gguf"))
-    assert len(files) == 4  # F16, Q4_K_M, Q8_0 and the projector
+    assert len(files) == 5  # F16, Q4_K_M, Q8_0, the projector and the video projector
     for path in files:
         header, reader = read_gguf_header(path), GGUFReader(path)
         assert [(t.name, t.shape, t.tensor_type, t.n_bytes, t.n_elements, header.data_offset + t.offset)

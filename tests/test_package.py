@@ -79,7 +79,7 @@ def test_package_create_uploads_each_blob_once_and_creates_every_model(build_256
         again = run_cli("package", str(out), "--preset", "general", "--create", env=_env(fake.host, tmp_path))
         assert again.returncode == 0, again.stderr
         assert len(fake.state.uploads) == uploads
-        assert "0 files uploaded, 3 already there" in again.stdout
+        assert "0 files uploaded, 4 already there" in again.stdout
 
 
 @pytest.mark.parametrize(("case", "expected"), [

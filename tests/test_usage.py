@@ -38,9 +38,10 @@ def test_a_new_user_gets_from_nothing_to_a_smoke_tested_model(tmp_path):
     out = tmp_path / "out" / "smolvlm2-tiny"
     manifest = json.loads((out / "build.json").read_text())
     assert manifest["verify"]["passed"] is True
-    assert {key: value["passed"] for key, value in manifest["smoke"].items()} == {"Q8_0:llama-server": True}
+    assert {key: value["passed"] for key, value in manifest["smoke"].items()} == {
+        "Q8_0:llama-server": True, "Q8_0-video:llama-server": True}  # the variant, and its video case
     reports = sorted(p.name for p in (out / "smoke").glob("*.json"))
-    assert len(reports) == 1 and reports[0] in result.stdout  # the `ls` at the end shows the report
+    assert len(reports) == 2 and all(r in result.stdout for r in reports)  # the `ls` at the end shows them
     planned = manifest["package"]["plans"]["Q8_0"]["num_ctx"]
     plan_row = [line for line in result.stdout.splitlines() if line.startswith("│ Q8_0 ")]
     assert plan_row and f"│ {planned} " in plan_row[-1]  # plan printed the context it chose
