@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench_serve import PROMPT, complete, serving
+from bench_serve import PROMPT, paired_decode, spread
 from benchlib import smolconv
 
 from smolconv.mlx.export import Bits, Dtype, default_out_dir
@@ -173,10 +171,6 @@ def mlx_rate(model, ids: list[int], tokens: int) -> float:
     return (tokens - 1) / (time.perf_counter() - start)
 
 
-def spread(rates: list[float]) -> str:
-    return f"{statistics.median(rates):.2f} tok/s (median; {min(rates):.2f}-{max(rates):.2f})"
-
-
 def decode(args, checkpoint: Path, folder: Path, work: Path) -> None:
     from mlx_vlm.utils import load_model
     from transformers import AutoTokenizer
@@ -190,28 +184,7 @@ def decode(args, checkpoint: Path, folder: Path, work: Path) -> None:
         rates = [mlx_rate(model, ids, args.tokens) for _ in range(args.runs)]
         print(f"MLX 4-bit decode (CPU): {spread(rates)} of {args.runs} runs of {args.tokens} tokens")
         return
-    from smolconv.plan import build_variants
-    from smolconv.serve import free_port
-    from smolconv.toolchain import find_toolchain
-
-    build = work / "gguf"
-    subprocess.run(smolconv("build", str(checkpoint), "--out", str(build), "--type", "Q4_K_M", "--no-verify",
-                            "--no-smoke", "--preset", "general"), check=True, stdout=subprocess.DEVNULL)
-    variant = build_variants(build, ("Q4_K_M",))[0]
-    port = free_port()
-    mlx_rates, server_rates, loads = [], [], []
-    with serving([str(find_toolchain().tool("llama-server")), "-m", str(variant.text_path), "--port", str(port)],
-                 port, signal.SIGTERM) as url:
-        complete(url, 8)  # warm-up
-        for _ in range(args.runs):
-            mlx_rates.append(mlx_rate(model, ids, args.tokens))
-            server_rates.append(complete(url, args.tokens)["predicted_per_second"])
-            loads.append(Path("/proc/loadavg").read_text().split()[0])
-    print(f"{args.runs} paired runs of {args.tokens} decoded tokens (1-min load average after each: "
-          f"{', '.join(loads)})")
-    print(f"MLX 4-bit decode (CPU):     {spread(mlx_rates)}")
-    print(f"llama-server Q4_K_M decode: {spread(server_rates)}")
-    print(f"MLX / llama-server = {statistics.median(mlx_rates) / statistics.median(server_rates):.3f}")
+    paired_decode(checkpoint, work, "MLX 4-bit (CPU)", lambda n: mlx_rate(model, ids, n), args.runs, args.tokens)
 
 
 if __name__ == "__main__":

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench_serve import PROMPT, complete, serving
+from bench_serve import PROMPT, paired_decode, spread
 from benchlib import measure, smolconv
 
 from smolconv.onnx.export import GRAPHS, SIDE_FILES, graph_file
@@ -66,10 +64,6 @@ def onnx_rate(model, ids: list[int], tokens: int) -> float:
     for _token in model.generate(ids, max_tokens=tokens, stats=stats):
         pass
     return (len(stats.tokens) - 1) / stats.decode_s  # the first token comes from the prompt step
-
-
-def spread(rates: list[float]) -> str:
-    return f"{statistics.median(rates):.1f} tok/s (median; {min(rates):.1f}-{max(rates):.1f})"
 
 
 def main() -> None:
@@ -182,29 +176,7 @@ def decode(args, checkpoint: Path, out: Path, work: Path) -> None:
         rates = [onnx_rate(model, ids, args.tokens) for _ in range(args.runs)]
         print(f"onnxruntime _q4 decode: {spread(rates)} of {args.runs} runs of {args.tokens} tokens")
         return
-    from smolconv.plan import build_variants
-    from smolconv.serve import free_port
-    from smolconv.toolchain import find_toolchain
-
-    build = work / "gguf"
-    subprocess.run(smolconv("build", str(checkpoint), "--out", str(build), "--type", "Q4_K_M", "--no-verify",
-                            "--no-smoke", "--preset", "general"), check=True, stdout=subprocess.DEVNULL)
-    variant = build_variants(build, ("Q4_K_M",))[0]
-    port = free_port()
-    # Paired runs, one of each in turn, so that what else loads the machine falls on both alike.
-    onnx_rates, server_rates, loads = [], [], []
-    with serving([str(find_toolchain().tool("llama-server")), "-m", str(variant.text_path), "--port", str(port)],
-                 port, signal.SIGTERM) as url:
-        complete(url, 8)  # warm-up
-        for _ in range(args.runs):
-            onnx_rates.append(onnx_rate(model, ids, args.tokens))
-            server_rates.append(complete(url, args.tokens)["predicted_per_second"])
-            loads.append(Path("/proc/loadavg").read_text().split()[0])
-    print(f"{args.runs} paired runs of {args.tokens} decoded tokens (1-min load average after each: "
-          f"{', '.join(loads)})")
-    print(f"onnxruntime _q4 decode:     {spread(onnx_rates)}")
-    print(f"llama-server Q4_K_M decode: {spread(server_rates)}")
-    print(f"onnx / llama-server = {statistics.median(onnx_rates) / statistics.median(server_rates):.2f}")
+    paired_decode(checkpoint, work, "onnxruntime _q4", lambda n: onnx_rate(model, ids, n), args.runs, args.tokens)
 
 
 def remove(graph: Path) -> None:

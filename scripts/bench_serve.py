@@ -69,6 +69,32 @@ def complete(url: str, tokens: int) -> dict:
     return timings
 
 
+def spread(rates: list[float]) -> str:
+    return f"{statistics.median(rates):.2f} tok/s (median; {min(rates):.2f}-{max(rates):.2f})"
+
+
+def paired_decode(checkpoint: Path, work: Path, label: str, rate, runs: int, tokens: int) -> None:
+    """`rate(tokens)` (another runtime's decode tok/s) beside llama-server with the Q4_K_M GGUF of the same checkpoint,
+    one of each in turn, so that what else loads the machine falls on both alike; prints the medians and the ratio."""
+    build = work / "gguf"
+    subprocess.run(smolconv("build", str(checkpoint), "--out", str(build), "--type", "Q4_K_M", "--no-verify",
+                            "--no-smoke", "--preset", "general"), check=True, stdout=subprocess.DEVNULL)
+    variant = build_variants(build, ("Q4_K_M",))[0]
+    port = free_port()
+    rates, server_rates, loads = [], [], []
+    with serving([str(find_toolchain().tool("llama-server")), "-m", str(variant.text_path), "--port", str(port)],
+                 port, signal.SIGTERM) as url:
+        complete(url, 8)  # warm-up
+        for _ in range(runs):
+            rates.append(rate(tokens))
+            server_rates.append(complete(url, tokens)["predicted_per_second"])
+            loads.append(Path("/proc/loadavg").read_text().split()[0])
+    print(f"{runs} paired runs of {tokens} decoded tokens (1-min load average after each: {', '.join(loads)})")
+    print(f"{label + ' decode:':<28}{spread(rates)}")
+    print(f"{'llama-server Q4_K_M decode:':<28}{spread(server_rates)}")
+    print(f"{label} / llama-server = {statistics.median(rates) / statistics.median(server_rates):.3f}")
+
+
 def measure(cmd: list[str], port: int, runs: int, tokens: int, stop_signal: int) -> dict:
     with serving(cmd, port, stop_signal) as url:
         props = json.load(urllib.request.urlopen(f"{url}/props", timeout=10))
