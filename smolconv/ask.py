@@ -17,6 +17,7 @@ from smolconv.chat import Answer, Message
 from smolconv.choices import AskBackend
 from smolconv.errors import SmolconvError
 from smolconv.plan import PlanSettings
+from smolconv.plan.variants import FRAME_TEXT_TOKENS
 from smolconv.progress import ProgressFn, no_progress
 
 # What a question and the chat template's wrapping take besides the media (the plan keeps the same margin).
@@ -65,9 +66,6 @@ def check_request(options: AskOptions) -> None:
     if options.video and options.images:
         raise SmolconvError("ask takes --image or --video, not both in one question",
                             "ask about the video and the images separately")
-    if options.video and options.backend is AskBackend.ONNX:
-        raise SmolconvError("the ONNX backend has no video path (it would tile every frame like a photo)",
-                            "use --backend server on a build, or --backend ollama with a -video model")
     if options.max_tokens < 1:
         raise SmolconvError(f"--max-tokens {options.max_tokens} generates nothing", "use 1 or more")
 
@@ -92,15 +90,22 @@ def ask(options: AskOptions, toolchain=None, on_text: Callable[[str], None] | No
         budget = FrameBudget(int(info.get("n_ctx") or 2048), _frame_tokens(DEFAULT_TOKENS_PER_TILE),
                              DEFAULT_FRAME_SIZE)
         return _ask(backend, info, options, images, budget, on_text, progress)
-    from smolconv.onnx.runtime import OnnxBackend
+    if options.backend is AskBackend.MLX:
+        from smolconv.mlx.runtime import MlxBackend
 
-    backend = OnnxBackend(options.target, options.variant or "fp32", threads=options.threads)
-    return _ask(backend, backend.info(), options, images, None, on_text, progress)
+        backend = MlxBackend(options.target, n_ctx=8192)
+    else:
+        from smolconv.onnx.runtime import OnnxBackend
+
+        backend = OnnxBackend(options.target, options.variant or "fp32", n_ctx=8192, threads=options.threads)
+    # In process, a frame is transformers' one tile: its image tokens, the wrapper around them and its timestamp.
+    model = backend.model
+    budget = FrameBudget(backend.n_ctx, model.image_seq_len + 3 + FRAME_TEXT_TOKENS, model.tile_size)
+    return _ask(backend, backend.info(), options, images, budget, on_text, progress)
 
 
 def _frame_tokens(tokens_per_tile: int) -> int:
-    from smolconv.plan.variants import FRAME_TEXT_TOKENS
-
+    """A frame through llama.cpp's video projector: two tiles and their wrappers (Projector.video_frame_tokens)."""
     return 2 * tokens_per_tile + 6 + FRAME_TEXT_TOKENS
 
 
@@ -162,7 +167,7 @@ def _ask(backend, info: dict, options: AskOptions, images, budget: FrameBudget |
         _check_fit(options, budget)
         progress(f"sampling {options.video.name}", None)
         video = sample(options.video, options.fps, options.max_frames, budget.frame_size)
-        message = Message("user", prompt_parts(video, options.question))
+        message = Message("user", prompt_parts(video, options.question), video=True)
         result_frames, decoded = [f.time for f in video.frames], video.decoded
     else:
         message = Message.of("user", options.question, images)

@@ -33,6 +33,7 @@ SAMPLING = {"temperature": 0.0, "seed": 0, "repeat_penalty": 1.1}
 class Message:
     role: str                                 # system, user or assistant
     parts: tuple[str | ImageFile, ...]
+    video: bool = False                       # its images are a video's frames (one tile each where that is chosen)
 
     @classmethod
     def of(cls, role: str, text: str = "", images: tuple[ImageFile, ...] | list[ImageFile] = ()) -> Message:

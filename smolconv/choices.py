@@ -34,14 +34,16 @@ class SmokeBackend(StrEnum):
     LLAMA_SERVER = "llama-server"
     OLLAMA = "ollama"
     ONNX = "onnx"
+    MLX = "mlx"
 
 
 class AskBackend(StrEnum):
-    """What `ask` talks to: llama-server on a build's files, an Ollama model, or an ONNX export in process."""
+    """What `ask` talks to: llama-server on a build's files, an Ollama model, or an ONNX or MLX export in process."""
 
     SERVER = "server"
     OLLAMA = "ollama"
     ONNX = "onnx"
+    MLX = "mlx"
 
 
 class BuildBackend(StrEnum):

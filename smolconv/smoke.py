@@ -300,7 +300,7 @@ def run_case(backend: Backend, case: SmokeCase, images: dict[str, Path], earlier
                 text = previous.answer.text
             if case.video:
                 video = sample(images[turn.images[0]], frame_size=projector.image_size if projector else 512)
-                messages.append(Message(turn.role, prompt_parts(video, text)))
+                messages.append(Message(turn.role, prompt_parts(video, text), video=True))
             else:
                 messages.append(Message.of(turn.role, text, [load_image(images[key]) for key in turn.images]))
     except SmolconvError as exc:
@@ -320,9 +320,10 @@ def run_case(backend: Backend, case: SmokeCase, images: dict[str, Path], earlier
             messages = [Message.of("user", _long_prompt(backend, n_ctx, case.max_tokens))]
             min_prompt = int(0.9 * (n_ctx - case.max_tokens - LONG_PROMPT_MARGIN))
         elif case.video:
-            # Each frame through the video projector: its tile and the overview llama.cpp adds beside it.
-            tile = projector.tokens_per_tile if projector else 64
-            min_prompt = 2 * tile * sum(len(m.images) for m in messages)
+            # Each frame through the video projector: its tile and the overview llama.cpp adds beside it; in
+            # process, transformers' one tile.
+            tiles = 1 if getattr(backend, "native_video", False) else 2
+            min_prompt = tiles * (projector.tokens_per_tile if projector else 64) * sum(len(m.images) for m in messages)
         else:
             min_prompt = sum(image_tokens(projector, image.size) for m in messages for image in m.images)
         answer = backend.chat(messages, case.max_tokens)
@@ -340,8 +341,7 @@ def run_case(backend: Backend, case: SmokeCase, images: dict[str, Path], earlier
         result.notes.append(f"prompt {answer.prompt_tokens} tokens of num_ctx {n_ctx}")
     if case.video:
         frames = sum(len(m.images) for m in messages)
-        result.notes.append(f"{frames} frames, prompt {answer.prompt_tokens} tokens (at least {min_prompt}: two tiles "
-                            "a frame)")
+        result.notes.append(f"{frames} frames, prompt {answer.prompt_tokens} tokens (at least {min_prompt})")
     return result
 
 
@@ -416,9 +416,11 @@ def smoke_runs(runs, options: SmokeOptions, cases: tuple[SmokeCase, ...], images
         started = datetime.now(UTC).isoformat(timespec="seconds")
         t0 = time.monotonic()
         with run as (backend, variant_name, projector, n_ctx, projector_sha256):
-            # A run on a video projector takes the video cases, every other run the rest.
+            # A run on a video projector takes the video cases, every other run the rest; a backend that takes a
+            # video's frames as they are (in process: one tile each) takes both.
             video_run = projector is not None and projector.preproc_image_size == projector.image_size
-            run_cases = tuple(c for c in cases if c.video == video_run)
+            native = getattr(backend, "native_video", False)
+            run_cases = cases if native else tuple(c for c in cases if c.video == video_run)
             info = backend.info()
             n_ctx = n_ctx or info.get("n_ctx")
             shared = {"projector": projector_sha256, "context": n_ctx}
@@ -495,6 +497,9 @@ def _runs(options: SmokeOptions, target_dir: Path | None, toolchain, manifest: d
     if options.backend == "onnx":  # each ONNX variant has its own vision graph: nothing is shared
         yield from _onnx_runs(options, target_dir)
         return
+    if options.backend == "mlx":
+        yield from _mlx_runs(options, target_dir)
+        return
     # For the backends that get no variant (a served variant carries its own projector): the build's.
     built = build.variants()[0] if build is not None and (options.backend == "ollama" or options.url) else None
     if options.backend == "ollama":
@@ -536,6 +541,16 @@ def _onnx_runs(options: SmokeOptions, target_dir: Path | None):
     for variant in options.types or folder_variants(target_dir):
         backend = OnnxBackend(target_dir, variant.lower(), n_ctx=options.num_ctx, threads=options.threads)
         yield _fixed(backend, variant.lower(), folder_projector(target_dir), backend.n_ctx)
+
+
+def _mlx_runs(options: SmokeOptions, target_dir: Path | None):
+    from smolconv.mlx.runtime import MlxBackend
+    from smolconv.onnx.runtime import folder_projector
+
+    if target_dir is None:
+        raise SmolconvError(f"{options.target} is not a directory", "pass a folder `smolconv export-mlx` wrote")
+    backend = MlxBackend(target_dir, n_ctx=options.num_ctx)
+    yield _fixed(backend, "mlx", folder_projector(target_dir), backend.n_ctx)
 
 
 def _ollama_tags(options: SmokeOptions, target_dir: Path | None, manifest: dict) -> list[tuple[str, str]]:

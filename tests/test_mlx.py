@@ -314,6 +314,66 @@ def test_the_default_bits_follow_the_decoder_size():
 
 
 @needs_mlx
+def test_a_video_on_mlx_is_transformers_video_prompt_and_its_greedy_token(tiny_fp32, tmp_path):
+    """`ask --backend mlx --video`: the prompt is transformers' video prompt token for token (one tile a frame), and
+    the export's first greedy token is transformers' float32 model's on the same ids and pixels."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+    from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    from smolconv.chat import Message
+    from smolconv.mlx.runtime import MlxVLM
+    from smolconv.video import prompt_parts, sample
+    from smolconv.vlm import Sampling
+    from tests.test_video import transformers_frame, transformers_indices, transformers_video_prompt
+    from tests.videos import write_clip
+
+    checkpoint, result = tiny_fp32
+    model = MlxVLM(result.out_dir)
+    clip = write_clip(tmp_path / "clip.mp4", seconds=4, fps=5)
+    video = sample(clip, frame_size=model.tile_size)
+    ids, tiles = model.prompt([Message("user", prompt_parts(video, "What moves?"), video=True)])
+    assert len(tiles) == 4 and all(t.rows == t.cols == 0 and len(t.pixels) == 1 for t in tiles)
+
+    conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What moves?"}]}]
+    [hf], _ = render_jinja_template(conversations=[conversation], chat_template=DEFAULT_CHAT_TEMPLATE,
+                                    add_generation_prompt=True)
+    expansion = transformers_video_prompt(video.info, transformers_indices(video.info, 1.0, 64))
+    frame = transformers_frame().replace("<image>" * 64, "<image>" * model.image_seq_len)
+    hf = hf.replace("<video>", expansion.replace(transformers_frame(), frame))
+    assert ids == AutoTokenizer.from_pretrained(checkpoint)(hf, add_special_tokens=False)["input_ids"]
+
+    reference = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    pixels = torch.from_numpy(np.concatenate([t.pixels for t in tiles])[None])
+    with torch.no_grad():
+        logits = reference(input_ids=torch.tensor([ids]), pixel_values=pixels,
+                           pixel_attention_mask=torch.ones((1, len(tiles), *pixels.shape[-2:]), dtype=torch.bool)
+                           ).logits[0, -1]
+    expected = int(logits.argmax())
+    tokens = list(model.generate(ids, tiles, 1, Sampling()))
+    assert tokens == ([] if expected in model.eos_ids else [expected])
+
+
+@needs_mlx
+def test_smoke_and_ask_run_on_the_mlx_backend(tiny_fp32, tmp_path):
+    _, result = tiny_fp32
+    out = result.out_dir
+    smoked = subprocess.run([sys.executable, "-m", "smolconv", "smoke", str(out), "--backend", "mlx", "--case",
+                             "text_hello", "--case", "video", "--report-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=900)
+    assert smoked.returncode == 0, smoked.stdout[-3000:] + smoked.stderr[-3000:]
+    report = json.loads((tmp_path / "mlx.mlx.json").read_text())
+    cases = {c["name"]: c for c in report["cases"]}
+    assert set(cases) == {"text_hello", "video"} and all(c["passed"] for c in cases.values()), cases
+    assert cases["video"]["notes"][-1].startswith("4 frames")
+    asked = subprocess.run([sys.executable, "-m", "smolconv", "ask", str(out), "Hello", "--backend", "mlx",
+                            "--max-tokens", "3", "--json"], capture_output=True, text=True, timeout=600)
+    assert asked.returncode == 0, asked.stderr
+    assert json.loads(asked.stdout)["completion_tokens"] >= 1
+
+
+@needs_mlx
 def test_an_adapter_is_merged_and_checked_against_peft(fixture_tiny, tmp_path):
     from smolconv.mlx.verify import verify_mlx
     from tests.adapters import make_adapter

@@ -222,13 +222,29 @@ def test_ask_streams_an_answer_about_images(build_tiny_q4, tmp_path):
     assert result.stdout.strip() and "prompt tokens, 6 generated" in result.stderr
 
 
-@pytest.mark.parametrize(("args", "needles"), [
-    (["--video", "V", "--image", "I"], ("--image or --video", "separately")),
-    (["--video", "V", "--backend", "onnx"], ("ONNX backend has no video path", "--backend server")),
-])
-def test_ask_refuses_what_it_cannot_do_in_one_line(tmp_path, args, needles):
-    args = [str(tmp_path / a) if a in ("V", "I") else a for a in args]
-    assert_one_line_error(run_cli("ask", str(tmp_path), "Q", *args), *needles)
+def test_ask_refuses_a_video_and_images_together_in_one_line(tmp_path):
+    args = ["--video", str(tmp_path / "v.mp4"), "--image", str(tmp_path / "i.png")]
+    assert_one_line_error(run_cli("ask", str(tmp_path), "Q", *args), "--image or --video", "separately")
+
+
+def test_ask_on_onnx_sends_a_video_as_transformers_does(onnx_256m, clip):
+    """In process, a frame is transformers' one tile: the prompt is its video prompt, token for token."""
+    from transformers import AutoTokenizer
+    from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    result = run_cli("ask", str(onnx_256m), "What moves?", "--video", str(clip), "--backend", "onnx",
+                     "--variant", "q4", "--max-tokens", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What moves?"}]}]
+    [hf], _ = render_jinja_template(conversations=[conversation], chat_template=DEFAULT_CHAT_TEMPLATE,
+                                    add_generation_prompt=True)
+    info = probe(clip)
+    hf = hf.replace("<video>", transformers_video_prompt(info, transformers_indices(info, 1.0, 64)))
+    assert answer["prompt_tokens"] == len(AutoTokenizer.from_pretrained(onnx_256m)(hf, add_special_tokens=False)
+                                          ["input_ids"])
+    assert len(answer["frames"]) == 8 and answer["frame_tokens"] == IMAGE_SEQ_LEN + 3 + 10
 
 
 def test_ask_on_something_that_is_not_a_build_is_one_line(tmp_path):

@@ -16,7 +16,8 @@ from smolconv.cli._output import plain
 
 def ask(
     target: Annotated[str, typer.Argument(
-        help="A build directory (--backend server), an Ollama model tag (ollama) or an export-onnx folder (onnx).")],
+        help="A build directory (--backend server), an Ollama model tag (ollama), or an export-onnx (onnx) or "
+        "export-mlx (mlx) folder.")],
     question: Annotated[str, typer.Argument(help="What to ask.")],
     images: Annotated[list[Path] | None, typer.Option("--image", "-i", help="An image to ask about (repeatable).")]
     = None,
@@ -25,7 +26,7 @@ def ask(
     = None,
     fps: Annotated[float, typer.Option("--fps", help="Frames per second to sample.")] = 1.0,
     max_frames: Annotated[int, typer.Option("--max-frames", help="At most this many frames, spread evenly.")] = 64,
-    backend: Annotated[AskBackend, typer.Option("--backend", help="server, ollama or onnx.")] = AskBackend.SERVER,
+    backend: Annotated[AskBackend, typer.Option("--backend", help="server, ollama, onnx or mlx.")] = AskBackend.SERVER,
     variant: Annotated[str | None, typer.Option(
         "--variant", help="server: the build's variant (default Q4_K_M); onnx: fp32, fp16, q4, …")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="The longest answer, in tokens.")] = 512,
@@ -36,7 +37,7 @@ def ask(
     reserve: ReserveOption = "512MiB",
     threads: ThreadsOption = None,
 ) -> None:
-    """Ask a model what it sees: text, --image (repeatable) or --video, through llama-server, Ollama or ONNX."""
+    """Ask a model what it sees: text, --image (repeatable) or --video, through llama-server, Ollama, ONNX or MLX."""
     from smolconv.ask import AskOptions
     from smolconv.ask import ask as ask_stage
     from smolconv.toolchain import find_toolchain

@@ -59,7 +59,7 @@ def serve(
 def smoke(
     target: Annotated[str, typer.Argument(help="A build directory, or an Ollama model tag with --backend ollama.")],
     backend: Annotated[SmokeBackend, typer.Option(
-        "--backend", help="llama-server, ollama, or onnx (a folder `export-onnx` wrote).")
+        "--backend", help="llama-server, ollama, onnx (a folder `export-onnx` wrote) or mlx (`export-mlx`).")
     ] = SmokeBackend.LLAMA_SERVER,
     types: TypesOption = None,
     url: Annotated[str | None, typer.Option(

@@ -8,7 +8,6 @@ processor by default; tests check that this one gives the same pixels.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,9 @@ class Tiles:
 
 class NumpyImageProcessor:
     def __init__(self, folder: str | Path):
-        config = json.loads((Path(folder) / "preprocessor_config.json").read_text())
+        from smolconv.checkpoint import image_processor_config
+
+        config = image_processor_config(Path(folder))  # preprocessor_config.json, or 5.x's processor_config.json
         self.longest_edge = config["size"]["longest_edge"]
         self.tile = config["max_image_size"]["longest_edge"]
         self.split = config.get("do_image_splitting", True)
@@ -83,6 +84,20 @@ class TransformersImageProcessor:
         out = self.processor([[image.convert("RGB")]], return_tensors="np", return_row_col_info=True,
                              input_data_format="channels_last")
         return Tiles(out["pixel_values"][0].astype(np.float32), out["rows"][0][0], out["cols"][0][0])
+
+
+def frame_tiles(image, tile: int, config: dict) -> Tiles:
+    """A video frame as SmolVLMVideoProcessor gives it: squared to the tile (LANCZOS; smolconv.video has squared
+    it already), rescaled and normalised with the image processor's settings, one tile and no overview."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    if image.size != (tile, tile):
+        image = image.resize((tile, tile), Image.Resampling.LANCZOS)
+    mean = np.array(config.get("image_mean", [0.5] * 3), dtype=np.float32)[:, None, None]
+    std = np.array(config.get("image_std", [0.5] * 3), dtype=np.float32)[:, None, None]
+    values = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) * float(config.get("rescale_factor", 1 / 255))
+    return Tiles(((values - mean) / std).astype(np.float32)[None], 0, 0)
 
 
 def image_prompt(tiles: Tiles, image_seq_len: int) -> str:
