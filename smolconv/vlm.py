@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,6 +186,38 @@ def choose(logits: np.ndarray, history: list[int], sampling: Sampling, rng) -> i
     keep = np.searchsorted(np.cumsum(probs), sampling.top_p) + 1
     probs = probs[:keep] / probs[:keep].sum()
     return int(order[rng.choice(len(probs), p=probs)])
+
+
+def decode(next_logits: Callable[[int | None], np.ndarray], ids: list[int], eos_ids: set[int], max_tokens: int,
+           sampling: Sampling | None = None, stats: Generation | None = None) -> Iterator[int]:
+    """The decoding loop every in-process runtime shares: `next_logits(None)` runs the prompt, `next_logits(token)`
+    one more position; each returns the last position's logits. Yields tokens until an end-of-turn token (not
+    yielded) or max_tokens, filling `stats` (prompt time includes encoding the images)."""
+    sampling = sampling or Sampling()
+    stats = stats if stats is not None else Generation()
+    stats.prompt_tokens = len(ids)
+    rng = np.random.default_rng(sampling.seed)
+    history = list(ids)
+    token = None
+    t0 = time.monotonic()
+    while True:
+        logits = next_logits(token)
+        now = time.monotonic()
+        if not stats.tokens:
+            stats.prompt_s = now - t0
+        else:
+            stats.decode_s += now - t0
+        t0 = now
+        token = choose(logits, history, sampling, rng)
+        if token in eos_ids:
+            stats.finish_reason = "stop"
+            return
+        stats.tokens.append(token)
+        history.append(token)
+        yield token
+        if len(stats.tokens) >= max_tokens:
+            stats.finish_reason = "length"
+            return
 
 
 class InProcessBackend:

@@ -8,7 +8,6 @@ mlx-vlm's own SmolVLM embedding path and decoder with its KV cache.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from smolconv.errors import SmolconvError
 from smolconv.onnx.preprocess import Tiles
-from smolconv.vlm import ConversationPrompt, Generation, InProcessBackend, Sampling, choose
+from smolconv.vlm import ConversationPrompt, Generation, InProcessBackend, Sampling, decode
 
 
 class MlxVLM(ConversationPrompt):
@@ -38,38 +37,19 @@ class MlxVLM(ConversationPrompt):
         import mlx.core as mx
         from mlx_vlm.models.cache import make_prompt_cache
 
-        sampling = sampling or Sampling()
-        stats = stats if stats is not None else Generation()
-        stats.prompt_tokens = len(ids)
-        rng = np.random.default_rng(sampling.seed)
-        t0 = time.monotonic()
-        input_ids = mx.array([ids])
-        pixels = None
-        if tiles:
-            pixels = mx.array(np.concatenate([t.pixels for t in tiles])[None])
-        embeds = self.model.get_input_embeddings(input_ids, pixels).inputs_embeds
         cache = make_prompt_cache(self.model.language_model)
-        logits = self.model.language_model(input_ids, inputs_embeds=embeds, cache=cache).logits[0, -1]
-        history = list(ids)
-        while True:
-            values = np.array(logits.astype(mx.float32), dtype=np.float64)
-            now = time.monotonic()
-            if not stats.tokens:
-                stats.prompt_s = now - t0
+
+        def next_logits(token: int | None) -> np.ndarray:
+            if token is None:  # the prompt: mlx-vlm's embedding path writes the tiles' features over <image>
+                input_ids = mx.array([ids])
+                pixels = mx.array(np.concatenate([t.pixels for t in tiles])[None]) if tiles else None
+                embeds = self.model.get_input_embeddings(input_ids, pixels).inputs_embeds
+                logits = self.model.language_model(input_ids, inputs_embeds=embeds, cache=cache).logits
             else:
-                stats.decode_s += now - t0
-            t0 = now
-            token = choose(values, history, sampling, rng)
-            if token in self.eos_ids:
-                stats.finish_reason = "stop"
-                return
-            stats.tokens.append(token)
-            history.append(token)
-            yield token
-            if len(stats.tokens) >= max_tokens:
-                stats.finish_reason = "length"
-                return
-            logits = self.model.language_model(mx.array([[token]]), cache=cache).logits[0, -1]
+                logits = self.model.language_model(mx.array([[token]]), cache=cache).logits
+            return np.array(logits[0, -1].astype(mx.float32), dtype=np.float64)
+
+        return decode(next_logits, ids, self.eos_ids, max_tokens, sampling, stats)
 
 
 class MlxBackend(InProcessBackend):

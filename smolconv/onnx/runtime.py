@@ -20,7 +20,7 @@ import numpy as np
 
 from smolconv.errors import SmolconvError
 from smolconv.onnx.preprocess import Tiles
-from smolconv.vlm import ConversationPrompt, Generation, InProcessBackend, Sampling, choose
+from smolconv.vlm import ConversationPrompt, Generation, InProcessBackend, Sampling, decode
 
 __all__ = ["Generation", "OnnxBackend", "OnnxVLM", "Sampling", "folder_projector", "folder_variants"]
 
@@ -105,35 +105,21 @@ class OnnxVLM(ConversationPrompt):
     def generate(self, ids: list[int], tiles: list[Tiles] = (), max_tokens: int = 256,
                  sampling: Sampling | None = None, stats: Generation | None = None) -> Iterator[int]:
         """Yield generated token ids (the end-of-utterance token is not yielded); `stats` is filled in."""
-        sampling = sampling or Sampling()
         stats = stats if stats is not None else Generation()
-        stats.prompt_tokens = len(ids)
-        rng = np.random.default_rng(sampling.seed)
-        t0 = time.monotonic()
-        embeds = self.prompt_embeddings(ids, list(tiles), stats)
-        mask = np.ones((1, len(ids)), dtype=np.int64)
-        past = self.empty_past()
-        history = list(ids)
-        while True:
-            logits, past = self.step(embeds, mask, past)
-            now = time.monotonic()
-            if not stats.tokens:
-                stats.prompt_s = now - t0
+        state: dict = {}
+
+        def next_logits(token: int | None) -> np.ndarray:
+            if token is None:  # the prompt: its embeddings with the image features written in, an empty past
+                state.update(embeds=self.prompt_embeddings(ids, list(tiles), stats),
+                             mask=np.ones((1, len(ids)), dtype=np.int64), past=self.empty_past())
             else:
-                stats.decode_s += now - t0
-            t0 = now
-            token = choose(logits[0, -1].astype(np.float64), history, sampling, rng)
-            if token in self.eos_ids:
-                stats.finish_reason = "stop"
-                return
-            stats.tokens.append(token)
-            history.append(token)
-            yield token
-            if len(stats.tokens) >= max_tokens:
-                stats.finish_reason = "length"
-                return
-            embeds = self.embeddings([token])
-            mask = np.ones((1, mask.shape[1] + 1), dtype=np.int64)
+                state.update(embeds=self.embeddings([token]),
+                             mask=np.ones((1, state["mask"].shape[1] + 1), dtype=np.int64))
+            logits, state["past"] = self.step(state["embeds"], state["mask"], state["past"])
+            return logits[0, -1].astype(np.float64)
+
+        return decode(next_logits, ids, self.eos_ids, max_tokens, sampling, stats)
+
 
 class OnnxBackend(InProcessBackend):
     """An export-onnx folder as smolconv.chat's Backend: what `smoke --backend onnx` and `ask --backend onnx` use."""
