@@ -349,16 +349,17 @@ def publish(options: PublishOptions, progress: ProgressFn = no_progress,
     check_repo_id(options.repo_id)
     progress("writing the repo's files", None)
     build = build or BuildDir.open(options.build_dir)
+    mlx = _is_mlx(build)
     if options.dry_run:
         # staged_dir refuses a non-empty folder (without --force) before any work, and leaves no half folder.
         with staged_dir(Path(options.dry_run), force=options.force) as folder:
             files, message = _files_of(options, build)
             for repo_file in files:
                 repo_file.write(folder)
-        return PublishResult(options.repo_id, files, message, folder=Path(options.dry_run), mlx=_is_mlx(build))
+        return PublishResult(options.repo_id, files, message, folder=Path(options.dry_run), mlx=mlx)
     token = hub_token()  # before any work: no token, or offline, is a one-line error at once
     files, message = _files_of(options, build)
-    result = PublishResult(options.repo_id, files, message, mlx=_is_mlx(build))
+    result = PublishResult(options.repo_id, files, message, mlx=mlx)
     with _upload_folder(Path(options.build_dir)) as folder:
         for repo_file in files:
             repo_file.write(folder)

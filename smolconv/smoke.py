@@ -418,7 +418,7 @@ def smoke_runs(runs, options: SmokeOptions, cases: tuple[SmokeCase, ...], images
         with run as (backend, variant_name, projector, n_ctx, projector_sha256):
             # A run on a video projector takes the video cases, every other run the rest; a backend that takes a
             # video's frames as they are (in process: one tile each) takes both.
-            video_run = projector is not None and projector.preproc_image_size == projector.image_size
+            video_run = projector is not None and projector.one_tile_frames
             native = getattr(backend, "native_video", False)
             run_cases = cases if native else tuple(c for c in cases if c.video == video_run)
             info = backend.info()

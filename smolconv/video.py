@@ -107,11 +107,11 @@ def frame_indices(info: VideoInfo, fps: float = DEFAULT_FPS, max_frames: int = D
     return [int(i) for i in np.unique(np.linspace(start, end, wanted, dtype=int))]
 
 
-def sample(path: str | Path, fps: float = DEFAULT_FPS, max_frames: int = DEFAULT_MAX_FRAMES,
+def sample(video: str | Path | VideoInfo, fps: float = DEFAULT_FPS, max_frames: int = DEFAULT_MAX_FRAMES,
            frame_size: int = 512) -> SampledVideo:
-    """The sampled frames of `path`, each resized to frame_size × frame_size as the video processor does
-    (longest edge, then squared: the aspect ratio is not kept, as in training)."""
-    info = probe(path)
+    """The sampled frames of a video (its path, or what `probe` read of it), each squared to frame_size ×
+    frame_size as the video processor's last resize does (the aspect ratio is not kept, as in training)."""
+    info = video if isinstance(video, VideoInfo) else probe(video)
     indices = frame_indices(info, fps, max_frames)
     av = _require_av()
     frames: list[Frame] = []

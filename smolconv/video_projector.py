@@ -41,8 +41,8 @@ def write_video_projector(build: BuildDir, *, force: bool = False) -> VideoProje
     import shutil
 
     manifest = build.manifest
-    projector = build.variants()[0]
-    source, image_size = projector.projector_path, projector.projector.image_size
+    variant = build.variants()[0]  # every variant of a build shares its projector
+    source, image_size = variant.projector_path, variant.projector.image_size
     target = build.path / video_projector_name(source)
     params = {PREPROC_KEY: image_size}
     inputs = {source.name: manifest.sha256(source)}

@@ -9,6 +9,7 @@ video prompt token for token.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smolconv.checkpoint import image_processor_config
+from smolconv.checkpoint import find_chat_template, image_processor_config
 from smolconv.errors import SmolconvError
 from smolconv.onnx.preprocess import NumpyImageProcessor, Tiles, TransformersImageProcessor, frame_tiles, image_prompt
 
@@ -89,13 +90,10 @@ class ConversationPrompt:
     def _chat_template(self):
         import jinja2
 
-        source = (self._json("chat_template.json").get("chat_template")
-                  or self._json("tokenizer_config.json").get("chat_template"))
-        if not source and (self.folder / "chat_template.jinja").is_file():
-            source = (self.folder / "chat_template.jinja").read_text()
-        if not source:
+        found = find_chat_template(self.folder)  # wherever the folder keeps it: .jinja, chat_template.json, …
+        if found is None:
             raise SmolconvError(f"{self.folder} has no chat template", "copy chat_template.json from the checkpoint")
-        return jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(source)
+        return jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(found.text)
 
     def _image_seq_len(self) -> int:
         seq_len = self._json("processor_config.json").get("image_seq_len") or self.config.get("image_seq_len")
@@ -114,7 +112,12 @@ class ConversationPrompt:
 
     def frame(self, image) -> Tiles:
         """A video frame as the video processor gives it: squared to the tile (LANCZOS), normalised, one tile."""
-        return frame_tiles(image, self.tile_size, image_processor_config(self.folder))
+        return frame_tiles(image, self.tile_size, self.processor_config)
+
+    @functools.cached_property
+    def processor_config(self) -> dict:
+        """The image processor's settings (read once: a video's frames each need them)."""
+        return image_processor_config(self.folder)
 
     @property
     def tile_size(self) -> int:

@@ -19,13 +19,7 @@ def onnx_export(result) -> None:
 
 
 def onnx_verify(report) -> None:
-    text = Table(title="ONNX fp32 against transformers (float32): last-token logits")
-    for column in ("prompt", "tokens", "NMSE", "top-1"):
-        text.add_column(column, overflow="fold")
-    for r in report.text:
-        text.add_row(repr(r.prompt[:50]), str(r.n_tokens), f"{r.nmse:.2e}",
-                     "same" if r.top1_same else "[red]differs[/]")
-    console.print(text)
+    _logits("ONNX fp32 against transformers (float32): last-token logits", report.text, 50)
     plain(f"max NMSE {report.max_nmse:.2e} (gate < {report.max_nmse_gate:.0e}); vision features vs HF "
           f"connector: cosine {report.vision_cosine:.6f} (gate >= {report.min_cosine_gate}), "
           f"NMSE {report.vision_nmse:.2e}")
@@ -58,13 +52,8 @@ def mlx_export(result) -> None:
 
 
 def mlx_verify(report) -> None:
-    table = Table(title=f"MLX {report.dtype} against transformers (float32): last-token logits")
-    for column in ("prompt", "tokens", "NMSE", "top-1"):
-        table.add_column(column, overflow="fold")
-    for r in (*report.text, report.image):
-        table.add_row(repr(r.prompt[:60]), str(r.n_tokens), f"{r.nmse:.2e}",
-                      "same" if r.top1_same else "[red]differs[/]")
-    console.print(table)
+    _logits(f"MLX {report.dtype} against transformers (float32): last-token logits", (*report.text, report.image),
+            60)
     gate = f"gate < {report.max_nmse_gate:.0e}" if report.gated else \
         f"not gated: {report.dtype}{', quantized' if report.bits != 'none' else ''}"
     plain(f"max NMSE {report.max_nmse:.2e} ({gate}); vision features against the HF connector: NMSE "
@@ -74,3 +63,14 @@ def mlx_verify(report) -> None:
         plain(f"{report.bits} against the unquantized {report.dtype} export, {q.n_positions} tokens: mean KLD "
               f"{q.mean_kld:.4f}, same top token {100 * q.same_top:.1f}%, vision cosine {q.vision_cosine:.5f}")
     plain(f"report: {report.path}" + (" (reused: export and reference unchanged)" if report.reused else ""))
+
+
+def _logits(title: str, rows, prompt_chars: int) -> None:
+    """An export's prompts against transformers: each prompt's tokens, last-token NMSE and top-1 agreement."""
+    table = Table(title=title)
+    for column in ("prompt", "tokens", "NMSE", "top-1"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(repr(r.prompt[:prompt_chars]), str(r.n_tokens), f"{r.nmse:.2e}",
+                      "same" if r.top1_same else "[red]differs[/]")
+    console.print(table)

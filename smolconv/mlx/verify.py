@@ -337,8 +337,8 @@ def verify_mlx(folder: Path, checkpoint: Path | None = None, *, kld_tokens: int 
         report.quantized = QuantCheck(kld, same, len(kld_ids), cosine(base.vision, candidate.vision))
     report.seconds = time.monotonic() - started
     data = report.to_dict()
-    report.path = save_report(folder, data, {k: data["text"][k] for k in ("max_nmse", "top1_agree")})
-    manifest = Manifest.load(folder)  # save_report wrote its summary into it
+    # Into the manifest loaded above: the summary and the step's record, one load and two saves.
+    report.path = save_report(folder, data, {k: data["text"][k] for k in ("max_nmse", "top1_agree")}, manifest)
     manifest.data["steps"][STEP] = {"key": key, "params": params, "passed": report.passed,
                                     "seconds": round(report.seconds, 3)}
     manifest.save()

@@ -22,6 +22,9 @@ from smolconv.plan.variants import Variant, build_variants
 # --------------------------------------------------------------------------------------------------
 # Planning
 
+# Prompt tokens kept for the question and the chat template's wrapping beside the media a context holds.
+TEXT_RESERVE = 256
+
 
 @dataclass
 class VariantPlan:
@@ -49,12 +52,12 @@ class VariantPlan:
 
     @property
     def images_per_context(self) -> int:
-        return max(0, (self.num_ctx - 256) // self.variant.projector.max_image_tokens)
+        return max(0, (self.num_ctx - TEXT_RESERVE) // self.variant.projector.max_image_tokens)
 
     @property
     def video_frames(self) -> int:
         """Frames of a video that fit num_ctx through the video projector (`smolconv ask` refuses more)."""
-        return min(VIDEO_MAX_FRAMES, max(0, (self.num_ctx - 256) // self.variant.projector.video_frame_tokens))
+        return min(VIDEO_MAX_FRAMES, max(0, (self.num_ctx - TEXT_RESERVE) // self.variant.projector.video_frame_tokens))
 
     def to_dict(self) -> dict:
         v = self.variant
@@ -128,7 +131,7 @@ def plan_variant(variant: Variant, settings: PlanSettings) -> VariantPlan:
     if image_tokens > OLLAMA_IMAGE_TOKENS_BUDGET:
         plan.notes.append(f"a full-size image is about {image_tokens} tokens; Ollama budgets "
                           f"{OLLAMA_IMAGE_TOKENS_BUDGET} per image when it trims a long chat")
-    if plan.num_ctx < image_tokens + 256:
+    if plan.num_ctx < image_tokens + TEXT_RESERVE:
         plan.notes.append(f"num_ctx {plan.num_ctx} leaves little room beside a full-size image ({image_tokens} tokens)")
     return plan
 

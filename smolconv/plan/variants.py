@@ -37,6 +37,19 @@ class TextModel:
 FRAME_TEXT_TOKENS = 10
 
 
+def llama_cpp_frame_tokens(tokens_per_tile: int) -> int:
+    """A video frame's prompt tokens through llama.cpp's video projector: its idefics3 preprocessor gives the one
+    tile and still an overview, <fake…><row_1_col_1>, the tile, then "\n\n", <fake…><global-img>, the overview
+    and <fake…>; then the frame's "\nFrame from MM:SS:"."""
+    return 2 * tokens_per_tile + 6 + FRAME_TEXT_TOKENS
+
+
+def transformers_frame_tokens(tokens_per_tile: int) -> int:
+    """A video frame as transformers (and smolconv's in-process runtimes) give it: <fake…><global-img>, the one
+    tile, <fake…>, and the frame's "\nFrame from MM:SS:"."""
+    return tokens_per_tile + 3 + FRAME_TEXT_TOKENS
+
+
 @dataclass(frozen=True)
 class Projector:
     weight_bytes: int
@@ -87,11 +100,13 @@ class Projector:
 
     @property
     def video_frame_tokens(self) -> int:
-        """A video frame through the video projector (its preprocessing size is the tile): llama.cpp's idefics3
-        preprocessor gives the one tile and still an overview, <fake…><row_1_col_1>, the tile, then "\n\n",
-        <fake…><global-img>, the overview and <fake…>; transformers gives a frame only the last part
-        (tokens_per_tile + 3). The frame's "\nFrame from MM:SS:" adds FRAME_TEXT_TOKENS."""
-        return 2 * self.tokens_per_tile + 6 + FRAME_TEXT_TOKENS
+        """A video frame through the video projector (its preprocessing size is the tile)."""
+        return llama_cpp_frame_tokens(self.tokens_per_tile)
+
+    @property
+    def one_tile_frames(self) -> bool:
+        """This is a video projector: a squared frame is one tile (its preprocessing size is the tile)."""
+        return self.preproc_image_size == self.image_size
 
     @property
     def photo_frame_tokens(self) -> int:
@@ -118,10 +133,6 @@ class Variant:
             raise SmolconvError(f"{self.name} has no video projector", "run `smolconv build` again to write it")
         return replace(self, projector_path=self.video_projector_path,
                        projector=replace(self.projector, preproc_image_size=self.projector.image_size))
-
-    @property
-    def is_video(self) -> bool:
-        return self.projector.preproc_image_size == self.projector.image_size
 
 
 # --------------------------------------------------------------------------------------------------
