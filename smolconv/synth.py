@@ -61,6 +61,9 @@ class SynthOptions:
     force: bool = False
     layout: Layout = Layout.TRANSFORMERS4
     tied: bool | None = None  # tie_word_embeddings; None: as the shape's checkpoint has it
+    # Fewer layers in the random vision tower: every check that reads it works at any depth, and encoding an
+    # image is most of what an image prompt costs on a CPU (the test suite's fixtures use 2).
+    vision_layers: int | None = None
 
 
 @dataclass
@@ -93,6 +96,10 @@ def synth_checkpoint(options: SynthOptions, progress: ProgressFn = lambda _msg: 
         raise SmolconvError(str(exc.args[0]), "pass --shape tiny, 256m, 500m or 2.2b") from None
     if options.tied is not None:
         shape = replace(shape, tie_word_embeddings=options.tied)
+    if options.vision_layers is not None:
+        if options.vision_layers < 1:
+            raise SmolconvError(f"vision_layers is {options.vision_layers}", "give 1 or more vision layers")
+        shape = replace(shape, vision=replace(shape.vision, num_hidden_layers=options.vision_layers))
     out = Path(options.out) if options.out else default_out(shape.name)
 
     layout = Layout(options.layout)
@@ -115,7 +122,7 @@ def synth_checkpoint(options: SynthOptions, progress: ProgressFn = lambda _msg: 
         _write_json(staging / FIXTURE_MARKER, {
             "shape": shape.name, "seed": options.seed, "vision": "random",
             "text": "SmolLM2-135M-Instruct" if shape.real_text_weights else "random", "layout": layout.value,
-            "tied": shape.tie_word_embeddings,
+            "tied": shape.tie_word_embeddings, "vision_layers": shape.vision.num_hidden_layers,
         })
     files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     return SynthResult(path=out, shape=shape, files=files)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from smolconv.errors import SmolconvError
 from smolconv.hashing import sha256_file
 from smolconv.models import SHAPES, added_tokens
 from smolconv.synth import SynthOptions, checkpoint_config, parameter_shapes, synth_checkpoint
-from tests.conftest import run_cli
+from tests.conftest import FIXTURE_VISION_LAYERS, run_cli
 
 HUB_FILES = {
     "config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
@@ -34,7 +35,8 @@ def test_tiny_is_complete_and_byte_identical_when_written_twice(tmp_path):
 
 
 def test_256m_is_byte_identical_when_written_twice(fixture_256m, tmp_path):
-    again = synth_checkpoint(SynthOptions(shape="256m", out=tmp_path / "again")).path
+    again = synth_checkpoint(SynthOptions(shape="256m", out=tmp_path / "again",
+                                          vision_layers=FIXTURE_VISION_LAYERS)).path
     assert _digests(fixture_256m) == _digests(again)
 
 
@@ -53,6 +55,9 @@ def test_config_has_what_the_converter_routes_on(fixture_256m):
     assert config["image_token_id"] == 49190
     assert config["text_config"]["hidden_size"] == 576 and config["text_config"]["num_hidden_layers"] == 30
     assert config["vision_config"]["image_size"] == 512 and config["vision_config"]["patch_size"] == 16
+    # The tests' shallower random tower; the shape itself keeps SigLIP's 12 layers for `synth` without the option.
+    assert config["vision_config"]["num_hidden_layers"] == FIXTURE_VISION_LAYERS
+    assert checkpoint_config(SHAPES["256m"])["vision_config"]["num_hidden_layers"] == 12
     processor = json.loads((fixture_256m / "processor_config.json").read_text())
     assert processor == {"image_seq_len": 64, "processor_class": "SmolVLMProcessor"}
     preprocessor = json.loads((fixture_256m / "preprocessor_config.json").read_text())
@@ -61,7 +66,9 @@ def test_config_has_what_the_converter_routes_on(fixture_256m):
 
 
 def test_weights_match_transformers_model_layout(fixture_256m):
-    expected = parameter_shapes(checkpoint_config(SHAPES["256m"]))
+    shape = SHAPES["256m"]
+    expected = parameter_shapes(checkpoint_config(
+        replace(shape, vision=replace(shape.vision, num_hidden_layers=FIXTURE_VISION_LAYERS))))
     with safe_open(fixture_256m / "model.safetensors", "pt") as f:
         found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
         dtypes = {f.get_slice(name).get_dtype() for name in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
@@ -155,3 +162,9 @@ def test_smollm2_weights_read_from_the_gguf_answer_like_smollm2():
         interleaved = ours.reshape(heads, 2, -1, ours.shape[1]).swapaxes(1, 2).reshape(ours.shape)
         assert np.array_equal(interleaved, stored[gguf_name])
         assert not np.array_equal(ours, stored[gguf_name])
+
+
+def test_a_vision_tower_needs_a_layer(tmp_path):
+    with pytest.raises(SmolconvError, match="vision_layers is 0"):
+        synth_checkpoint(SynthOptions(shape="tiny", out=tmp_path / "x", vision_layers=0))
+    assert not (tmp_path / "x").exists()
