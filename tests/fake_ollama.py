@@ -48,6 +48,8 @@ class FakeOllamaState:
     models: dict[str, dict] = field(default_factory=dict)        # name -> /api/show answer
     manifests: dict[str, list[dict]] = field(default_factory=dict)  # created model -> its layers
     blob_dir: Path | None = None                                 # where uploaded blobs are kept, as Ollama does
+    # digest -> what the GGUF holds; a blob never changes, and GGUFReader takes seconds on a text model's vocabulary
+    kinds: dict[str, str] = field(default_factory=dict)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -147,6 +149,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
     def _gguf_kind(self, digest: str) -> str:
+        if digest not in self.state.kinds:
+            self.state.kinds[digest] = self._read_gguf_kind(digest)
+        return self.state.kinds[digest]
+
+    def _read_gguf_kind(self, digest: str) -> str:
         from gguf import GGUFReader
 
         reader = GGUFReader(self.state.blob_dir / digest.replace(":", "-"))
