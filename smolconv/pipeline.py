@@ -206,8 +206,9 @@ def _variant_files(build: BuildDir, names: tuple[str, ...]) -> list[str]:
     files = set()
     for variant in build.variants(names):
         files |= {variant.text_path.name, variant.projector_path.name}
-        if variant.adapter_path is not None:
-            files.add(variant.adapter_path.name)
+        for extra in (variant.adapter_path, variant.video_projector_path):  # verify and smoke run them too
+            if extra is not None:
+                files.add(extra.name)
     return sorted(files)
 
 

@@ -12,7 +12,14 @@
    set to one tile and an image exactly one tile large, that output is the overview tile, which llama.cpp
    copies without resizing, so both sides see the same pixels. An output of another shape fails. A llama.cpp
    without that hook cannot run the check: that fails too, unless the user allows it (`allow_unchecked`).
-3. Each quantized variant against F16 with llama-perplexity's --kl-divergence on a text smolconv ships:
+3. Video, F16 with the video projector against transformers on SmolVLM2's video prompt for a short clip
+   verify makes (a square moving across 4 frames, sampled at 1 fps as the video processor does). llama.cpp
+   encodes a frame as two tiles where transformers uses one (the overview mtmd always adds beside the one slice),
+   so the two prompts differ by design: transformers' count and llama-server's are both reported, and the
+   difference must be that layout's. The logits are compared on the prompt llama-server evaluates: transformers
+   runs llama.cpp's layout (each frame as a 1×1 grid and its overview, the same pixels) and the gate is the text
+   one. How far that layout moves transformers' own answer is reported as a KL divergence, not gated.
+4. Each quantized variant against F16 with llama-perplexity's --kl-divergence on a text smolconv ships:
    mean KL divergence, its 99th percentile, and how often the top token is the same.
 
 The tokenizer is compared on its own (1 feeds both sides the HF ids): a GGUF that tokenizes a prompt
@@ -46,6 +53,8 @@ KLD_TEXT = Path(__file__).parent / "data" / "kld-text.txt"
 DEFAULT_MAX_NMSE = 1e-4
 DEFAULT_MAX_KLD = {"Q8_0": 0.005, "Q5_K_M": 0.03, "Q4_K_M": 0.05}
 KLD_CTX = 512
+VIDEO_SECONDS = 4             # 4 frames at 1 fps: frames between text, and a short check
+VIDEO_QUESTION = "What moves in this video, and where does it go?"
 
 # Plain text, code and SmolVLM2's chat format (its special tokens included).
 DEFAULT_PROMPTS = (
@@ -117,6 +126,24 @@ class VisionResult:
 
 
 @dataclass
+class VideoResult:
+    checked: bool
+    reason: str = ""
+    frames: int = 0
+    nmse: float | None = None              # llama-server's last-position logits against transformers' on its layout
+    kl: float | None = None                # KL(transformers ‖ llama-server) on that prompt
+    top1_same: bool | None = None
+    tokens_llama_cpp: int | None = None    # prompt tokens llama-server evaluated
+    tokens_expected: int | None = None     # llama.cpp's layout, as transformers tokenizes it
+    tokens_transformers: int | None = None  # transformers' own video prompt (one tile a frame)
+    layout_kl: float | None = None         # KL(transformers' own prompt ‖ transformers on llama.cpp's layout)
+
+    @property
+    def layout_differs(self) -> bool:
+        return self.checked and self.tokens_llama_cpp != self.tokens_expected
+
+
+@dataclass
 class KldResult:
     variant: str
     mean_kld: float
@@ -136,6 +163,7 @@ class VerifyReport:
     vision: VisionResult
     kld: list[KldResult]
     gates: Gates
+    video: VideoResult = field(default_factory=lambda: VideoResult(False, reason="not checked"))
     f16_ppl: float | None = None
     seconds: float = 0.0
     path: Path | None = None
@@ -160,6 +188,12 @@ class VerifyReport:
             problems.append(f"projector: {self.vision.reason}")
         if self.vision.could_not_run and VerifyCheck.VISION not in self.gates.allow_unchecked:
             problems.append(f"projector {self.vision.reason}; --allow-unchecked {VerifyCheck.VISION} accepts that")
+        if self.video.layout_differs:
+            problems.append(f"video prompt: llama-server evaluated {self.video.tokens_llama_cpp} tokens where "
+                            f"llama.cpp's frame layout gives {self.video.tokens_expected}")
+        elif self.video.checked and not self.video.nmse < self.gates.max_nmse:
+            problems.append(f"video prompt logits NMSE {self.video.nmse:.2e} is over the gate "
+                            f"{self.gates.max_nmse:.0e}")
         problems += [f"{k.variant} mean KLD {k.mean_kld:.4f} is over the gate {k.gate}"
                      for k in self.kld if not k.passed]
         return problems
@@ -187,6 +221,7 @@ class VerifyReport:
                      "adapter_kl": self.adapter_kl,
                      "prompts": [asdict(r) | {"top1_same": r.top1_same} for r in self.text]},
             "vision": asdict(self.vision),
+            "video": asdict(self.video),
             "kld": {"f16_ppl": self.f16_ppl, "text": KLD_TEXT.name, "n_ctx": KLD_CTX,
                     "variants": [asdict(k) | {"passed": k.passed} for k in self.kld]},
         }
@@ -279,18 +314,24 @@ def reference_tile_embeddings(model, checkpoint: Path, pixels: np.ndarray) -> np
 
 
 def gguf_logprobs(url: str, ids: list[int], n_vocab: int) -> np.ndarray:
-    response = httpx.post(f"{url}/completion", timeout=600, json={
-        "prompt": ids, "n_predict": 1, "n_probs": n_vocab, "temperature": 0, "cache_prompt": False,
+    return gguf_completion(url, ids, n_vocab)[0]
+
+
+def gguf_completion(url: str, prompt: list[int] | dict, n_vocab: int) -> tuple[np.ndarray, dict]:
+    """Last-position log-probabilities over the vocabulary for a prompt (ids, or llama-server's multimodal
+    object), and the server's answer (its prompt token count in `tokens_evaluated`)."""
+    response = httpx.post(f"{url}/completion", timeout=1800, json={
+        "prompt": prompt, "n_predict": 1, "n_probs": n_vocab, "temperature": 0, "cache_prompt": False,
         "post_sampling_probs": False,
     })
     if response.status_code != 200:
         raise SmolconvError(f"llama-server refused the logits request (HTTP {response.status_code}: "
                             f"{response.text[:200]})", "check that the F16 GGUF loads with llama-server")
-    probs = response.json()["completion_probabilities"][0]["top_logprobs"]
+    answer = response.json()
     out = np.full(n_vocab, -np.inf)
-    for entry in probs:
+    for entry in answer["completion_probabilities"][0]["top_logprobs"]:
         out[entry["id"]] = entry["logprob"]
-    return out
+    return out, answer
 
 
 def gguf_tokens(url: str, text: str) -> list[int]:
@@ -365,6 +406,61 @@ def compare_vision(variant: Variant, checkpoint: Path, toolchain: Toolchain, mod
         return VisionResult(False, wrong_shape=True, reason=f"llama.cpp's output for one tile is "
                             f"{tuple(gguf.shape)}, transformers' {tuple(reference.shape)}")
     return VisionResult(True, nmse=nmse(reference, gguf), n_tokens=int(n_tokens))
+
+
+def reference_prompt_logits(model, ids: list[int], pixels: np.ndarray) -> np.ndarray:
+    """transformers' last-position logits for ids whose `<image>` tokens take the tiles' features in order."""
+    import torch
+
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([ids]), pixel_values=torch.from_numpy(pixels)[None],
+                    pixel_attention_mask=torch.ones((1, len(pixels), *pixels.shape[-2:]), dtype=torch.bool))
+    return out.logits[0, -1].double().numpy()
+
+
+def compare_video(variant: Variant, checkpoint: Path, toolchain: Toolchain, model,
+                  threads: int | None) -> VideoResult:
+    """llama-server with the video projector against transformers on a clip's video prompt (module docstring, 3)."""
+    import base64
+
+    from smolconv.chat import Message
+    from smolconv.onnx.preprocess import Tiles, image_prompt
+    from smolconv.serve import ServeOptions, start_server
+    from smolconv.video import prompt_parts, sample, write_clip
+    from smolconv.vlm import ConversationPrompt
+
+    if variant.video_projector_path is None:
+        return VideoResult(False, reason="not checked: this build has no video projector (build it again)")
+    video_variant = variant.for_video()
+    with tempfile.TemporaryDirectory(prefix="smolconv-verify-video-") as tmp:
+        clip = write_clip(Path(tmp) / "clip.mp4", seconds=VIDEO_SECONDS)
+        video = sample(clip, frame_size=video_variant.projector.image_size)
+    conversation = ConversationPrompt(checkpoint)
+    text, frames = conversation.render([Message("user", prompt_parts(video, VIDEO_QUESTION), video=True)])
+    seq_len = conversation.image_seq_len
+    # transformers' own prompt: a frame is one tile. llama.cpp's: the tile as a 1×1 grid, then the overview, the
+    # same pixels twice (mtmd's idefics3 layout is SmolVLMProcessor's for a 1×1 split).
+    own_ids = conversation.encode(conversation.expand(text, [image_prompt(f, seq_len) for f in frames]))
+    two_tiles = [Tiles(np.concatenate([f.pixels, f.pixels]), 1, 1) for f in frames]
+    ids = conversation.encode(conversation.expand(text, [image_prompt(t, seq_len) for t in two_tiles]))
+    reference = reference_prompt_logits(model, ids, np.concatenate([t.pixels for t in two_tiles]))
+    own = reference_prompt_logits(model, own_ids, np.concatenate([f.pixels for f in frames]))
+
+    options = ServeOptions(variant.text_path.parent, variant.name, port=0, num_ctx=max(2048, len(ids) + 64),
+                           threads=threads)
+    with start_server(options, toolchain, variant=video_variant) as server:
+        # Where each multimodal_data entry goes: a marker the server draws at random when it starts.
+        marker = httpx.get(f"{server.url}/props", timeout=60).json()["media_marker"]
+        server_prompt = {"prompt_string": conversation.expand(text, [marker] * len(frames)),
+                         "multimodal_data": [base64.b64encode(f.image.data).decode() for f in video.frames]}
+        logprobs, answer = gguf_completion(server.url, server_prompt, len(reference))
+    finite = np.isfinite(logprobs)
+    return VideoResult(
+        True, frames=len(frames), nmse=nmse(centred(reference[finite]), centred(logprobs[finite])),
+        kl=kl_divergence(reference[finite], logprobs[finite]),
+        top1_same=int(np.argmax(reference)) == int(np.argmax(logprobs)),
+        tokens_llama_cpp=int(answer.get("tokens_evaluated", 0)), tokens_expected=len(ids),
+        tokens_transformers=len(own_ids), layout_kl=kl_divergence(own, reference))
 
 
 _FLOAT = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
@@ -455,11 +551,15 @@ def verify(options: VerifyOptions, toolchain: Toolchain, progress=lambda stage, 
     if options.vision:
         progress("projector output against the HF connector", None)
         vision = compare_vision(base, checkpoint, toolchain, model, options.threads)
+        progress("a video prompt against transformers", None)
+        video = compare_video(base, checkpoint, toolchain, model, options.threads)
+    else:
+        video = VideoResult(False, reason="not checked (--no-vision)")
     del model
     progress("KL divergence of each variant against F16", None)
     f16_ppl, kld = compare_quants(base, [variants[t] for t in wanted], options.text, gates, toolchain,
                                   options.threads)
-    report = VerifyReport(text=text, vision=vision, kld=kld, gates=gates, f16_ppl=f16_ppl,
+    report = VerifyReport(text=text, vision=vision, kld=kld, gates=gates, video=video, f16_ppl=f16_ppl,
                           seconds=time.monotonic() - started)
     report.path = save_report(out_dir, report.to_dict(), {
         "max_nmse": report.max_nmse, "top1_agree": f"{sum(r.top1_same for r in text)}/{len(text)}"},

@@ -131,6 +131,24 @@ class ConversationPrompt:
 
     def prompt(self, messages) -> tuple[list[int], list[Tiles]]:
         """Token ids and image tiles of a conversation (smolconv.chat.Message list), ready for the assistant."""
+        text, tiles = self.render(messages)
+        return self.encode(self.expand(text, [image_prompt(t, self.image_seq_len) for t in tiles])), tiles
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    @staticmethod
+    def expand(text: str, blocks: list[str]) -> str:
+        """The rendered text with its n-th `<image>` mark replaced by blocks[n]."""
+        pieces = text.split("<image>")
+        if len(pieces) - 1 != len(blocks):
+            raise SmolconvError("the chat template placed a different number of <image> marks than images",
+                                "check chat_template.json")
+        return pieces[0] + "".join(block + rest for block, rest in zip(blocks, pieces[1:], strict=True))
+
+    def render(self, messages) -> tuple[str, list[Tiles]]:
+        """The chat template's text for a conversation, ready for the assistant, with an `<image>` mark where
+        each image goes, and each image's tiles."""
         from PIL import Image
 
         rendered, tiles = [], []
@@ -146,14 +164,7 @@ class ConversationPrompt:
                     tiles.append(self.frame(image) if message.video else self.images(image))
                 content.append({"type": "image"})
             rendered.append({"role": message.role, "content": content or [{"type": "text", "text": ""}]})
-        text = self.template.render(messages=rendered, add_generation_prompt=True)
-        pieces = text.split("<image>")
-        if len(pieces) - 1 != len(tiles):
-            raise SmolconvError("the chat template placed a different number of <image> marks than images",
-                                "check chat_template.json")
-        text = pieces[0] + "".join(image_prompt(t, self.image_seq_len) + rest for t, rest in zip(tiles, pieces[1:],
-                                                                                                     strict=True))
-        return self.tokenizer.encode(text, add_special_tokens=False).ids, tiles
+        return self.template.render(messages=rendered, add_generation_prompt=True), tiles
 
     def generate(self, ids: list[int], tiles: list[Tiles] = (), max_tokens: int = 256,
                  sampling: Sampling | None = None, stats: Generation | None = None) -> Iterator[int]:

@@ -40,3 +40,20 @@ def test_a_damaged_f16_gguf_fails_verify(toolchain, build_256m_q4_q8, tmp_path):
     assert "F16 logits NMSE" in result.stderr, result.stderr
     report = json.loads((damaged / "verify.json").read_text())
     assert report["passed"] is False and report["text"]["max_nmse"] > report["gates"]["max_nmse"]
+
+
+def test_a_damaged_video_projector_fails_verify_on_the_video_prompt(toolchain, build_256m_q4_q8, tmp_path):
+    """The video projector alone is damaged: the image projector's check passes, the video prompt's fails."""
+    from smolconv.verify import VerifyOptions, verify
+    from tests.test_gates import DAMAGED_PROJECTOR_TENSOR, linked_build
+
+    video = "mmproj-smolvlm2-256m-f16-video.gguf"
+    out = linked_build(build_256m_q4_q8, tmp_path / build_256m_q4_q8.name, damaged=video)
+    _scale_tensor(out / video, DAMAGED_PROJECTOR_TENSOR, 1.5)
+
+    report = verify(VerifyOptions(out, types=(), threads=2), toolchain)
+
+    assert report.vision.checked and report.vision.nmse < report.gates.max_vision_nmse
+    assert report.video.checked and report.video.nmse > report.gates.max_nmse
+    assert report.failures == [f"video prompt logits NMSE {report.video.nmse:.2e} is over the gate 1e-04"]
+    assert json.loads((out / "verify.json").read_text())["passed"] is False

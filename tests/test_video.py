@@ -276,3 +276,31 @@ def test_llama_server_with_the_video_projector_spends_two_tiles_a_frame(built_25
     assert result.answer.prompt_tokens - hf_tokens == frames * (IMAGE_SEQ_LEN + 3)
     # What the plan counts a frame at (ask refuses by it) covers what llama-server spends, with the text reserve.
     assert frames * result.frame_tokens <= result.answer.prompt_tokens <= frames * result.frame_tokens + 256
+
+
+def test_verify_compares_llama_servers_video_prompt_with_transformers(built_256m, tmp_path):
+    """The default build's verify: llama-server with the video projector against transformers on a 4-frame clip.
+    The token counts differ by the documented 67 a frame; on llama.cpp's layout the logits meet the text gate."""
+    from transformers import AutoTokenizer
+    from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    from smolconv.verify import VIDEO_QUESTION, VIDEO_SECONDS
+    from smolconv.video import write_clip as smolconv_clip
+
+    report = json.loads((built_256m.out_dir / "verify.json").read_text())
+    video = report["video"]
+    assert video["checked"] and video["frames"] == VIDEO_SECONDS
+    assert video["nmse"] < report["gates"]["max_nmse"] and video["top1_same"]
+    # transformers' own prompt for verify's clip, from its processor's code and chat template.
+    info = probe(smolconv_clip(tmp_path / "clip.mp4", seconds=VIDEO_SECONDS))
+    conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": VIDEO_QUESTION}]}]
+    [hf], _ = render_jinja_template(conversations=[conversation], chat_template=DEFAULT_CHAT_TEMPLATE,
+                                    add_generation_prompt=True)
+    hf = hf.replace("<video>", transformers_video_prompt(info, transformers_indices(info, 1.0, 64)))
+    tokenizer = AutoTokenizer.from_pretrained(json.loads((built_256m.out_dir / "build.json").read_text())
+                                              ["source"]["path"])
+    assert video["tokens_transformers"] == len(tokenizer(hf, add_special_tokens=False)["input_ids"])
+    assert video["tokens_llama_cpp"] == video["tokens_expected"]
+    assert video["tokens_llama_cpp"] - video["tokens_transformers"] == video["frames"] * (IMAGE_SEQ_LEN + 3)
+    assert video["layout_kl"] > 0  # measured and reported: the overview tile changes what the model sees

@@ -184,6 +184,14 @@ def verify(report) -> None:
         plain(f"projector: {v.reason} (allowed by --allow-unchecked vision)")
     else:
         plain(f"projector: {v.reason}")
+    video = report.video
+    if video.checked:
+        plain(f"video prompt ({video.frames} frames, video projector): NMSE {video.nmse:.2e}, top-1 "
+              f"{'same' if video.top1_same else 'differs'}; {video.tokens_llama_cpp} tokens on llama-server, "
+              f"{video.tokens_transformers} in transformers' (llama.cpp adds an overview tile a frame; "
+              f"that layout moves transformers' answer by KL {video.layout_kl:.3f})")
+    else:
+        plain(f"video prompt: {video.reason}")
     if report.kld:
         kld = Table(title=f"each variant against F16 (llama-perplexity --kl-divergence, F16 PPL {report.f16_ppl})")
         for column in ("variant", "mean KLD", "99% KLD", "same top token", "PPL ratio", "gate", "result"):

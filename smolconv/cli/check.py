@@ -95,11 +95,13 @@ def verify(
     checkpoint: Annotated[Path | None, typer.Option(
         "--checkpoint", help="The HF checkpoint (default: the one build.json records).")] = None,
     types: TypesOption = None,
-    max_nmse: Annotated[float, typer.Option("--max-nmse", help="Gate for the F16 logits.")] = 1e-4,
+    max_nmse: Annotated[float, typer.Option(
+        "--max-nmse", help="Gate for the F16 logits (text and video prompts) and the projector output.")] = 1e-4,
     max_kld: MaxKldOption = None,
     allow_unchecked: AllowUncheckedOption = None,
     text: Annotated[Path | None, typer.Option("--text", help="Text for the KL divergence (default: shipped).")] = None,
-    vision: Annotated[bool, typer.Option("--vision/--no-vision", help="Also compare the projector.")] = True,
+    vision: Annotated[bool, typer.Option(
+        "--vision/--no-vision", help="Also compare the projector, and a video prompt (video projector).")] = True,
     threads: ThreadsOption = None,
     llama_cpp: LlamaCppOption = None,
 ) -> None:
