@@ -106,8 +106,9 @@ def test_merged_f16_matches_base_plus_adapter_and_is_not_the_base(merged_build):
     report = result.verified
     assert report is not None and report.passed, report.failures
     assert report.max_nmse <= 1e-4 and all(r.top1_same for r in report.text)
-    # The fine-tune moved the model: on the very prompts that match, base + adapter is far from the base.
-    assert all(r.adapter_kl > 0.01 for r in report.text), [r.adapter_kl for r in report.text]
+    # The fine-tune moved the model: on the very prompts that match, base + adapter is far from the base (F16's
+    # own rounding is about 1e-6 nats; this random adapter moves each prompt by 5e-3 to 0.3).
+    assert all(r.adapter_kl > 1e-3 for r in report.text), [r.adapter_kl for r in report.text]
     # The recipe adapter changes SigLIP: the projector matches the adapted vision tower, not the base's.
     assert report.vision.checked and report.vision.nmse < 1e-4
 
