@@ -17,8 +17,9 @@
    encodes a frame as two tiles where transformers uses one (the overview mtmd always adds beside the one slice),
    so the two prompts differ by design: transformers' count and llama-server's are both reported, and the
    difference must be that layout's. The logits are compared on the prompt llama-server evaluates: transformers
-   runs llama.cpp's layout (each frame as a 1×1 grid and its overview, the same pixels) and the gate is the text
-   one. How far that layout moves transformers' own answer is reported as a KL divergence, not gated.
+   runs llama.cpp's layout (each frame as a 1×1 grid and its overview, the same pixels), under a gate of its own
+   (DEFAULT_MAX_VIDEO_NMSE). How far that layout moves transformers' own answer is reported as a KL divergence,
+   not gated.
 4. Each quantized variant against F16 with llama-perplexity's --kl-divergence on a text smolconv ships:
    mean KL divergence, its 99th percentile, and how often the top token is the same.
 
@@ -51,6 +52,10 @@ from smolconv.toolchain import Toolchain
 
 KLD_TEXT = Path(__file__).parent / "data" / "kld-text.txt"
 DEFAULT_MAX_NMSE = 1e-4
+# A video prompt carries hundreds of image embeddings, each with the F16 projector's rounding, through the decoder:
+# correct builds measure 5e-5 to 1e-4 (docs/USAGE.md), so the text gate would fail them; a damaged projector is
+# orders of magnitude above this.
+DEFAULT_MAX_VIDEO_NMSE = 1e-3
 DEFAULT_MAX_KLD = {"Q8_0": 0.005, "Q5_K_M": 0.03, "Q4_K_M": 0.05}
 KLD_CTX = 512
 VIDEO_SECONDS = 4             # 4 frames at 1 fps: frames between text, and a short check
@@ -74,6 +79,7 @@ class VerifyFailed(SmolconvError):
 class Gates:
     max_nmse: float = DEFAULT_MAX_NMSE
     max_vision_nmse: float = DEFAULT_MAX_NMSE
+    max_video_nmse: float = DEFAULT_MAX_VIDEO_NMSE
     max_kld: dict[str, float] = field(default_factory=dict)  # given by the user; they win over the defaults
     # DEFAULT_MAX_KLD is for real checkpoints. verify turns it off for a smolconv fixture, whose text weights
     # were 4-bit before they were ever quantized here (or random): its KLD is measured and shown, not gated.
@@ -191,9 +197,9 @@ class VerifyReport:
         if self.video.layout_differs:
             problems.append(f"video prompt: llama-server evaluated {self.video.tokens_llama_cpp} tokens where "
                             f"llama.cpp's frame layout gives {self.video.tokens_expected}")
-        elif self.video.checked and not self.video.nmse < self.gates.max_nmse:
+        elif self.video.checked and not self.video.nmse < self.gates.max_video_nmse:
             problems.append(f"video prompt logits NMSE {self.video.nmse:.2e} is over the gate "
-                            f"{self.gates.max_nmse:.0e}")
+                            f"{self.gates.max_video_nmse:.0e}")
         problems += [f"{k.variant} mean KLD {k.mean_kld:.4f} is over the gate {k.gate}"
                      for k in self.kld if not k.passed]
         return problems

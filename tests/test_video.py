@@ -280,7 +280,7 @@ def test_llama_server_with_the_video_projector_spends_two_tiles_a_frame(built_25
 
 def test_verify_compares_llama_servers_video_prompt_with_transformers(built_256m, tmp_path):
     """The default build's verify: llama-server with the video projector against transformers on a 4-frame clip.
-    The token counts differ by the documented 67 a frame; on llama.cpp's layout the logits meet the text gate."""
+    The token counts differ by the documented 67 a frame; on llama.cpp's layout the logits meet the video gate."""
     from transformers import AutoTokenizer
     from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
     from transformers.utils.chat_template_utils import render_jinja_template
@@ -291,7 +291,7 @@ def test_verify_compares_llama_servers_video_prompt_with_transformers(built_256m
     report = json.loads((built_256m.out_dir / "verify.json").read_text())
     video = report["video"]
     assert video["checked"] and video["frames"] == VIDEO_SECONDS
-    assert video["nmse"] < report["gates"]["max_nmse"] and video["top1_same"]
+    assert video["nmse"] < report["gates"]["max_video_nmse"] and video["top1_same"]
     # transformers' own prompt for verify's clip, from its processor's code and chat template.
     info = probe(smolconv_clip(tmp_path / "clip.mp4", seconds=VIDEO_SECONDS))
     conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": VIDEO_QUESTION}]}]

@@ -65,10 +65,12 @@ def plan_settings(vram: str, reserve: str, overhead: str | None, kv_type: str, n
                         kv_type=str(kv_type).lower(), num_ctx=num_ctx, max_ctx=max_ctx)
 
 
-def verify_gates(max_nmse: float, max_kld: list[str] | None, allow_unchecked: list[VerifyCheck] | None = None):
-    """verify's gates from --max-nmse, the repeatable --max-kld TYPE=VALUE and --allow-unchecked NAME."""
+def verify_gates(max_nmse: float, max_kld: list[str] | None, allow_unchecked: list[VerifyCheck] | None = None,
+                 max_video_nmse: float | None = None):
+    """verify's gates from --max-nmse, --max-video-nmse, the repeatable --max-kld TYPE=VALUE and --allow-unchecked
+    NAME."""
     from smolconv.errors import SmolconvError
-    from smolconv.verify import Gates
+    from smolconv.verify import DEFAULT_MAX_VIDEO_NMSE, Gates
 
     gates = {}
     for item in max_kld or ():
@@ -78,6 +80,7 @@ def verify_gates(max_nmse: float, max_kld: list[str] | None, allow_unchecked: li
         except ValueError:
             raise SmolconvError(f"--max-kld {item!r} is not TYPE=NUMBER", "write e.g. --max-kld Q4_K_M=0.1") from None
     return Gates(max_nmse=max_nmse, max_vision_nmse=max_nmse, max_kld=gates,
+                 max_video_nmse=DEFAULT_MAX_VIDEO_NMSE if max_video_nmse is None else max_video_nmse,
                  allow_unchecked=tuple(sorted({str(c) for c in allow_unchecked or ()})))
 
 

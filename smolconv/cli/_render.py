@@ -186,7 +186,8 @@ def verify(report) -> None:
         plain(f"projector: {v.reason}")
     video = report.video
     if video.checked:
-        plain(f"video prompt ({video.frames} frames, video projector): NMSE {video.nmse:.2e}, top-1 "
+        plain(f"video prompt ({video.frames} frames, video projector): NMSE {video.nmse:.2e} (gate < "
+              f"{report.gates.max_video_nmse:.0e}), top-1 "
               f"{'same' if video.top1_same else 'differs'}; {video.tokens_llama_cpp} tokens on llama-server, "
               f"{video.tokens_transformers} in transformers' (llama.cpp adds an overview tile a frame; "
               f"that layout moves transformers' answer by KL {video.layout_kl:.3f})")

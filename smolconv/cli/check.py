@@ -96,7 +96,9 @@ def verify(
         "--checkpoint", help="The HF checkpoint (default: the one build.json records).")] = None,
     types: TypesOption = None,
     max_nmse: Annotated[float, typer.Option(
-        "--max-nmse", help="Gate for the F16 logits (text and video prompts) and the projector output.")] = 1e-4,
+        "--max-nmse", help="Gate for the F16 logits and the projector output.")] = 1e-4,
+    max_video_nmse: Annotated[float, typer.Option(
+        "--max-video-nmse", help="Gate for the video prompt's logits (image embeddings add F16 rounding).")] = 1e-3,
     max_kld: MaxKldOption = None,
     allow_unchecked: AllowUncheckedOption = None,
     text: Annotated[Path | None, typer.Option("--text", help="Text for the KL divergence (default: shipped).")] = None,
@@ -110,9 +112,8 @@ def verify(
     from smolconv.verify import verify as verify_stage
 
     options = VerifyOptions(out, checkpoint=checkpoint, types=tuple(t.upper() for t in types) if types else None,
-                            text=text or KLD_TEXT, gates=verify_gates(max_nmse, max_kld, allow_unchecked),
-                            vision=vision,
-                            threads=threads)
+                            text=text or KLD_TEXT, vision=vision, threads=threads,
+                            gates=verify_gates(max_nmse, max_kld, allow_unchecked, max_video_nmse))
     toolchain = find_toolchain(llama_cpp)
     with progress_reporter() as progress:
         report = verify_stage(options, toolchain, progress)
