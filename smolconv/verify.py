@@ -243,6 +243,13 @@ def centred(values: np.ndarray) -> np.ndarray:
     return values - values.mean()
 
 
+def comparable(reference: np.ndarray, logprobs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reference logits and llama-server's log-probabilities at the tokens where the server gave a value: a
+    probability below float's range comes back as log(0)."""
+    finite = np.isfinite(logprobs)
+    return reference[finite], logprobs[finite]
+
+
 # --------------------------------------------------------------------------------------------------
 # The Hugging Face reference
 
@@ -362,10 +369,9 @@ def compare_text(url: str, prompts: tuple[str, ...], tokenizer, model) -> list[P
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         reference = reference_logits(model, ids)
         logprobs = gguf_logprobs(url, ids, len(reference))
-        finite = np.isfinite(logprobs)  # a probability below float's range comes back as log(0)
-        a, b = centred(reference[finite]), centred(logprobs[finite])
+        a, b = comparable(reference, logprobs)
         results.append(PromptResult(
-            prompt=prompt, n_tokens=len(ids), nmse=nmse(a, b),
+            prompt=prompt, n_tokens=len(ids), nmse=nmse(centred(a), centred(b)),
             top1_hf=int(np.argmax(reference)), top1_gguf=int(np.argmax(logprobs)),
             tokenizer_same=gguf_tokens(url, prompt) == ids,
             adapter_kl=adapter_effect(model, ids, reference),
@@ -460,10 +466,9 @@ def compare_video(variant: Variant, checkpoint: Path, toolchain: Toolchain, mode
         server_prompt = {"prompt_string": conversation.expand(text, [marker] * len(frames)),
                          "multimodal_data": [base64.b64encode(f.image.data).decode() for f in video.frames]}
         logprobs, answer = gguf_completion(server.url, server_prompt, len(reference))
-    finite = np.isfinite(logprobs)
+    a, b = comparable(reference, logprobs)
     return VideoResult(
-        True, frames=len(frames), nmse=nmse(centred(reference[finite]), centred(logprobs[finite])),
-        kl=kl_divergence(reference[finite], logprobs[finite]),
+        True, frames=len(frames), nmse=nmse(centred(a), centred(b)), kl=kl_divergence(a, b),
         top1_same=int(np.argmax(reference)) == int(np.argmax(logprobs)),
         tokens_llama_cpp=int(answer.get("tokens_evaluated", 0)), tokens_expected=len(ids),
         tokens_transformers=len(own_ids), layout_kl=kl_divergence(own, reference))

@@ -177,17 +177,13 @@ class Outputs:
 
 def reference_outputs(checkpoint: Path, adapter: Path | None, prompts: list[list[int]],
                       image: ImageInput) -> Outputs:
-    import torch
-
-    from smolconv.verify import _load_reference, reference_logits, reference_tile_embeddings
+    from smolconv.verify import _load_reference, reference_logits, reference_prompt_logits, reference_tile_embeddings
 
     _, model = _load_reference(checkpoint, adapter)
     text = [reference_logits(model, ids) for ids in prompts]
-    with torch.no_grad():
-        out = model(input_ids=torch.tensor([image.ids]), pixel_values=torch.from_numpy(image.pixels),
-                    pixel_attention_mask=torch.ones((1, 1, *image.pixels.shape[-2:]), dtype=torch.bool))
+    image_logits = reference_prompt_logits(model, image.ids, image.pixels[0])  # its one image's tiles
     vision = reference_tile_embeddings(model, checkpoint, image.tile)
-    return Outputs(text, out.logits[0, -1].double().numpy(), vision)
+    return Outputs(text, image_logits, vision)
 
 
 def mlx_outputs(model, prompts: list[list[int]], image: ImageInput, kld_ids: list[int] | None) -> Outputs:
