@@ -333,17 +333,30 @@ def gguf_logprobs(url: str, ids: list[int], n_vocab: int) -> np.ndarray:
 def gguf_completion(url: str, prompt: list[int] | dict, n_vocab: int) -> tuple[np.ndarray, dict]:
     """Last-position log-probabilities over the vocabulary for a prompt (ids, or llama-server's multimodal
     object), and the server's answer (its prompt token count in `tokens_evaluated`)."""
-    response = httpx.post(f"{url}/completion", timeout=1800, json={
-        "prompt": prompt, "n_predict": 1, "n_probs": n_vocab, "temperature": 0, "cache_prompt": False,
-        "post_sampling_probs": False,
-    })
-    if response.status_code != 200:
-        raise SmolconvError(f"llama-server refused the logits request (HTTP {response.status_code}: "
-                            f"{response.text[:200]})", "check that the F16 GGUF loads with llama-server")
-    answer = response.json()
+    # llama-server holds a token back while its text is an incomplete UTF-8 sequence (a byte token), and its
+    # probabilities with it: when the greedy next token is one, a few more tokens complete the text, and the
+    # first entry is still the first position's.
+    for n_predict in (1, 4):
+        response = httpx.post(f"{url}/completion", timeout=1800, json={
+            "prompt": prompt, "n_predict": n_predict, "n_probs": n_vocab, "temperature": 0, "cache_prompt": False,
+            "post_sampling_probs": False,
+        })
+        if response.status_code != 200:
+            raise SmolconvError(f"llama-server refused the logits request (HTTP {response.status_code}: "
+                                f"{response.text[:200]})", "check that the F16 GGUF loads with llama-server")
+        answer = response.json()
+        if answer.get("completion_probabilities"):
+            break
+    else:
+        raise SmolconvError("llama-server sent no token probabilities for a verify prompt",
+                            "check that this llama.cpp's llama-server answers /completion with n_probs")
+    first = answer["completion_probabilities"][0]
     out = np.full(n_vocab, -np.inf)
-    for entry in answer["completion_probabilities"][0]["top_logprobs"]:
+    for entry in first["top_logprobs"]:
         out[entry["id"]] = entry["logprob"]
+    if first.get("id") is not None and first["id"] != int(np.argmax(out)):
+        raise SmolconvError("llama-server's first token is not the greedy one of the probabilities it sent",
+                            "report this with the llama.cpp commit (`smolconv --version`)")
     return out, answer
 
 

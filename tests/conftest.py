@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from smolconv.models import Layout
+from smolconv.plan import PlanSettings
 from smolconv.serve import free_port
 from smolconv.synth import SynthOptions, synth_checkpoint
 from smolconv.toolchain import SetupOptions, Toolchain, setup_toolchain
@@ -70,6 +71,11 @@ def fixture_256m_t5(tmp_path_factory) -> Path:
                                          vision_layers=FIXTURE_VISION_LAYERS)).path
 
 
+# The shared default build plans at most this context. Its smoke fills num_ctx with the long prompt, whose cost
+# grows with the square of the context on a CPU (8192 tokens: over a minute here); every check runs the same at 2048.
+SHARED_BUILD_SETTINGS = PlanSettings(max_ctx=2048)
+
+
 @dataclass
 class CountedBuild:
     """A build and what it read: every Manifest.load (by directory) and each GGUF header read (by file name)."""
@@ -82,7 +88,8 @@ class CountedBuild:
 @pytest.fixture(scope="session")
 def counted_build_256m(toolchain, fixture_256m, tmp_path_factory) -> CountedBuild:
     """`smolconv build` of the 256m fixture with its defaults (F16, Q4_K_M, Q5_K_M, Q8_0, every preset, verify
-    and smoke on llama-server), once per test run, counting its reads of the build directory as it goes."""
+    and smoke on llama-server) but SHARED_BUILD_SETTINGS, once per test run, counting its reads of the build
+    directory as it goes."""
     from smolconv import builddir
     from smolconv.manifest import Manifest
     from smolconv.pipeline import BuildOptions, build
@@ -96,8 +103,8 @@ def counted_build_256m(toolchain, fixture_256m, tmp_path_factory) -> CountedBuil
         for name in ("read_text_model", "read_projector"):
             real = getattr(builddir, name)
             patch.setattr(builddir, name, lambda path, real=real: reads.update([Path(path).name]) or real(path))
-        result = build(BuildOptions(model=str(fixture_256m), out_dir=tmp_path_factory.mktemp("build") / "out"),
-                       toolchain)
+        result = build(BuildOptions(model=str(fixture_256m), out_dir=tmp_path_factory.mktemp("build") / "out",
+                                    settings=SHARED_BUILD_SETTINGS), toolchain)
     return CountedBuild(result, loads, reads)
 
 

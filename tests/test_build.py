@@ -20,7 +20,7 @@ from smolconv.models import END_OF_UTTERANCE_ID
 from smolconv.pipeline import BuildOptions, build
 from smolconv.plan import build_variants
 from smolconv.smoke import CASES
-from tests.conftest import chat_with_llama_server, run_cli, write_test_image
+from tests.conftest import SHARED_BUILD_SETTINGS, chat_with_llama_server, run_cli, write_test_image
 
 pytestmark = pytest.mark.slow
 NAME = "smolvlm2-256m"
@@ -159,7 +159,8 @@ def test_build_publish_uploads_last_when_every_check_passed(toolchain, built_256
     monkeypatch.setenv("HF_TOKEN", "hf_secretvalue")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     out = built_256m.out_dir
-    result = build(BuildOptions(model=str(fixture_256m), out_dir=out, publish="someone/smolvlm2-256m-GGUF"), toolchain)
+    result = build(BuildOptions(model=str(fixture_256m), out_dir=out, publish="someone/smolvlm2-256m-GGUF",
+                                settings=SHARED_BUILD_SETTINGS), toolchain)
     assert result.passed and result.verify_reused and result.published.url.endswith("/commit/1")
     assert calls[0] == ("create_repo", "someone/smolvlm2-256m-GGUF", False)
     _, _, files, message = calls[1]
@@ -262,7 +263,7 @@ def test_text_gguf_is_byte_identical_to_the_converter_run_by_hand(toolchain, bui
 def test_rerun_with_nothing_changed_redoes_nothing(toolchain, built_256m, fixture_256m):
     out = built_256m.out_dir
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.gguf")}
-    again = build(BuildOptions(model=str(fixture_256m), out_dir=out), toolchain)
+    again = build(BuildOptions(model=str(fixture_256m), out_dir=out, settings=SHARED_BUILD_SETTINGS), toolchain)
     assert again.converted.skipped
     assert all(r.skipped for r in again.quantized.reports)
     # verify and smoke passed on these same files: kept, not run again.

@@ -1,9 +1,10 @@
 """Every gate of verify, smoke and build failing on real files, with the exit code the user sees.
 
-The files are the shared `build_256m_q4_q8` (real SmolLM2 text weights, random vision tower), linked into each
-test's own folder; the one file a test damages is a copy. Damages: a Q8_0 GGUF whose " Paris" token reads
-" LYONS" (the model answers the capital of France wrongly), a projector with one tensor scaled, an HF tokenizer
-with two ids swapped, a llama.cpp whose llama-mtmd-cli cannot show the projector's output.
+The files are the shared `build_256m_q4_q8` (real SmolLM2 text weights, random vision tower) where a check needs
+real text (the tiny fixture's random text is no stand-in for a language), else the shared `build_tiny_q4`, linked
+into each test's own folder; the one file a test damages is a copy. Damages: a Q8_0 GGUF whose " Paris" token
+reads " LYONS" (the model answers the capital of France wrongly), a projector with one tensor scaled, an HF
+tokenizer with two ids swapped, a llama.cpp whose llama-mtmd-cli cannot show the projector's output.
 """
 
 from __future__ import annotations
@@ -98,18 +99,23 @@ def _hub_calls(monkeypatch) -> list:
 
 
 @pytest.mark.parametrize("damage", ["wrong answer", "KLD over --max-kld", "damaged projector"])
-def test_build_exits_1_and_does_not_publish_when_a_gate_fails(toolchain, fixture_256m, build_256m_q4_q8, tmp_path,
-                                                              monkeypatch, damage):
+def test_build_exits_1_and_does_not_publish_when_a_gate_fails(toolchain, tmp_path, monkeypatch, request, damage):
     import smolconv.smoke
 
-    q8 = f"{NAME}-Q8_0.gguf"
-    projector = f"mmproj-{NAME}-f16.gguf"
-    out = linked_build(build_256m_q4_q8, tmp_path / NAME,
-                       damaged={"wrong answer": q8, "damaged projector": projector}.get(damage))
+    # The answer and the KL divergence need SmolLM2's real text weights (256m); the projector's check reads the
+    # same on the tiny fixture, whose build verifies in a third of the time.
+    real_text = damage != "damaged projector"
+    fixture = request.getfixturevalue("fixture_256m" if real_text else "fixture_tiny")
+    shared = request.getfixturevalue("build_256m_q4_q8" if real_text else "build_tiny_q4")
+    variant = "Q8_0" if real_text else "Q4_K_M"
+    model = f"{fixture.name}-{variant}.gguf"
+    projector = f"mmproj-{fixture.name}-f16.gguf"
+    out = linked_build(shared, tmp_path / fixture.name,
+                       damaged={"wrong answer": model, "damaged projector": projector}.get(damage))
     extra = []
     if damage == "wrong answer":
-        rename_token(out / q8, "ĠParis", "ĠLYONS")
-        record_as_built(out, q8)
+        rename_token(out / model, "ĠParis", "ĠLYONS")
+        record_as_built(out, model)
     elif damage == "damaged projector":
         scale_tensor(out / projector, DAMAGED_PROJECTOR_TENSOR, 1.5)
         record_as_built(out, projector)
@@ -119,7 +125,7 @@ def test_build_exits_1_and_does_not_publish_when_a_gate_fails(toolchain, fixture
     monkeypatch.setattr(smolconv.smoke, "CASES", tuple(c for c in smolconv.smoke.CASES
                                                        if c.name in ("text_hello", "text_fact")))
     calls = _hub_calls(monkeypatch)
-    result = CliRunner().invoke(app, ["build", str(fixture_256m), "--out", str(out), "--type", "Q8_0",
+    result = CliRunner().invoke(app, ["build", str(fixture), "--out", str(out), "--type", variant,
                                       "--preset", "general", "--threads", "2", "--publish", REPO, *extra])
     assert result.exit_code == 1, result.output
     assert calls == []  # nothing created or uploaded
@@ -148,8 +154,9 @@ def test_verify_fails_when_the_gguf_tokenizes_differently(toolchain, build_256m_
     assert report["text"]["max_nmse"] < 1e-4  # the same ids went to both sides: only the tokenizer differs
 
 
-def test_a_vision_check_that_cannot_run_fails_unless_allowed(toolchain, build_256m_q4_q8, tmp_path):
-    """A llama.cpp whose llama-mtmd-cli never writes MTMD_DEBUG_EMBEDDINGS: the real tools, that one wrapped."""
+def test_a_vision_check_that_cannot_run_fails_unless_allowed(toolchain, build_tiny_q4, tmp_path):
+    """A llama.cpp whose llama-mtmd-cli never writes MTMD_DEBUG_EMBEDDINGS: the real tools, that one wrapped. On
+    the tiny build: the check is the same at any size, and verify runs twice."""
     fake = tmp_path / "llama.cpp"
     (fake / "build" / "bin").mkdir(parents=True)
     (fake / "convert_hf_to_gguf.py").symlink_to(toolchain.converter)
@@ -160,8 +167,8 @@ def test_a_vision_check_that_cannot_run_fails_unless_allowed(toolchain, build_25
     wrapper.unlink()
     wrapper.write_text(f"#!/bin/sh\nunset MTMD_DEBUG_EMBEDDINGS\nexec {toolchain.tool('llama-mtmd-cli')} \"$@\"\n")
     wrapper.chmod(0o755)
-    out = linked_build(build_256m_q4_q8, tmp_path / NAME)
-    args = ("verify", str(out), "--type", "Q8_0", "--threads", "2", "--llama-cpp", str(fake))
+    out = linked_build(build_tiny_q4, tmp_path / build_tiny_q4.name)
+    args = ("verify", str(out), "--type", "Q4_K_M", "--threads", "2", "--llama-cpp", str(fake))
 
     refused = run_cli(*args)
     assert refused.returncode == 1, refused.stdout + refused.stderr

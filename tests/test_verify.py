@@ -7,7 +7,6 @@ gate, KLD of every variant) is checked on the build in test_build.py, where `smo
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from gguf import GGUFReader
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
-DAMAGED_TENSOR = "blk.15.ffn_down.weight"
+DAMAGED_TENSOR = "blk.1.ffn_down.weight"  # the tiny fixture has two layers
 
 
 def _scale_tensor(path, name: str, factor: float) -> None:
@@ -28,13 +27,14 @@ def _scale_tensor(path, name: str, factor: float) -> None:
     reader.data.flush()
 
 
-def test_a_damaged_f16_gguf_fails_verify(toolchain, build_256m_q4_q8, tmp_path):
-    damaged = tmp_path / build_256m_q4_q8.name
-    shutil.copytree(build_256m_q4_q8, damaged)
-    f16 = next(damaged.glob("*-F16.gguf"))
-    _scale_tensor(f16, DAMAGED_TENSOR, 1.5)
+def test_a_damaged_f16_gguf_fails_verify(toolchain, build_tiny_q4, tmp_path):
+    from tests.test_gates import linked_build
 
-    result = run_cli("verify", str(damaged), "--type", "Q8_0", "--no-vision", "--threads", "2")
+    f16 = next(build_tiny_q4.glob("*-F16.gguf")).name
+    damaged = linked_build(build_tiny_q4, tmp_path / build_tiny_q4.name, damaged=f16)
+    _scale_tensor(damaged / f16, DAMAGED_TENSOR, 1.5)
+
+    result = run_cli("verify", str(damaged), "--type", "Q4_K_M", "--no-vision", "--threads", "2")
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "F16 logits NMSE" in result.stderr, result.stderr
@@ -57,3 +57,26 @@ def test_a_damaged_video_projector_fails_verify_on_the_video_prompt(toolchain, b
     assert report.video.checked and report.video.nmse > report.gates.max_video_nmse
     assert report.failures == [f"video prompt logits NMSE {report.video.nmse:.2e} is over the gate 1e-03"]
     assert json.loads((out / "verify.json").read_text())["passed"] is False
+
+
+def test_the_probabilities_of_a_token_held_back_as_incomplete_utf8_are_read(toolchain, build_tiny_q4):
+    """llama-server sends no probabilities for a greedy token whose text is an incomplete UTF-8 sequence when it
+    generates only that token. The tiny fixture's F16 answers these ids with one (" \\xe2..."); verify still gets
+    the first position's distribution."""
+    import httpx
+
+    from smolconv.builddir import BuildDir
+    from smolconv.serve import ServeOptions, start_server
+    from smolconv.verify import gguf_completion
+
+    ids = [504, 3575, 314, 4649, 282]  # "The capital is France of"
+    f16 = next(v for v in BuildDir.open(build_tiny_q4).variants() if v.name == "F16")
+    options = ServeOptions(build_tiny_q4, "F16", port=0, num_ctx=512, projector=False, threads=2)
+    with start_server(options, toolchain, variant=f16) as server:
+        held = httpx.post(f"{server.url}/completion", json={"prompt": ids, "n_predict": 1, "n_probs": 5,
+                                                             "temperature": 0}, timeout=60).json()
+        assert "completion_probabilities" not in held and "\ufffd" in held["content"]  # the case arises
+        logprobs, answer = gguf_completion(server.url, ids, f16.text.n_vocab)
+    first = answer["completion_probabilities"][0]
+    assert int(np.argmax(logprobs)) == first["id"] and np.isfinite(logprobs).all()
+    assert abs(np.logaddexp.reduce(logprobs)) < 1e-3  # a whole distribution over the vocabulary
