@@ -81,6 +81,7 @@ def run_tool(
     on_line: Callable[[str], None] | None = None,
     check: bool = True,
     tree: bool = False,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
 ) -> ToolResult:
     """Run a program to completion, streaming its output lines to `on_line`.
 
@@ -108,6 +109,8 @@ def run_tool(
     except PermissionError:
         raise ToolFailed(f"{what} failed: program {argv[0]} is not executable", fix) from None
 
+    if on_start:
+        on_start(proc)
     lines: list[str] = []
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     # Reading the output blocks until the program closes it, so the time limit is a timer that kills it.
@@ -152,6 +155,48 @@ def run_tool(
             fix,
         )
     return result
+
+
+class Beside:
+    """A task on a worker thread while the caller does its own part (`with Beside(task):`), for two tools that
+    each leave a core idle. The task is called with an `on_start` to pass to run_tool: when the caller's part
+    fails or is stopped (a stop signal reaches the main thread only), the task's tools are killed, and the
+    block ends only once the task has. Without a failure of its own, the task's error is raised at the end."""
+
+    def __init__(self, task: Callable[[Callable[[subprocess.Popen], None]], object]) -> None:
+        self._task = task
+        self._lock = threading.Lock()
+        self._started: list[subprocess.Popen] = []
+        self._cancelled = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="smolconv-beside", daemon=True)
+
+    def _on_start(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._started.append(proc)
+            if self._cancelled:
+                signal_group(proc, signal.SIGKILL)
+
+    def _run(self) -> None:
+        try:
+            self._task(self._on_start)
+        except BaseException as exc:  # handed to the caller in __exit__
+            self._error = exc
+
+    def __enter__(self) -> Beside:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            with self._lock:
+                self._cancelled = True
+                for proc in self._started:
+                    signal_group(proc, signal.SIGKILL)
+        self._thread.join()
+        if exc_type is None and self._error is not None:
+            raise self._error
+        return False
 
 
 def run_until(

@@ -21,6 +21,7 @@ import os
 import platform
 import re
 import shutil
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -155,6 +156,7 @@ class Toolchain:
         mmproj: bool = False,
         extra_args: Sequence[str] = (),
         on_line: Callable[[str], None] | None = None,
+        on_start: Callable[[subprocess.Popen], None] | None = None,
     ) -> ToolResult:
         """Run this tree's convert_hf_to_gguf.py, which imports the gguf-py beside it (not the installed one)."""
         # The converter runs from its own tree (cwd), so relative paths must be made absolute first.
@@ -169,6 +171,7 @@ class Toolchain:
             fix="the converter's last lines are quoted here; fix the checkpoint they name, or report them",
             cwd=self.root,
             on_line=on_line,
+            on_start=on_start,
         )
 
 

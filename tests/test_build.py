@@ -132,10 +132,13 @@ def test_build_ends_with_every_variant_passing_smoke_on_llama_server(built_256m)
 def test_publish_dry_run_of_a_checked_build_reports_its_numbers(built_256m, tmp_path):
     from tests.test_publish import check_published_folder
 
+    from smolconv.publish import PublishOptions, publish
+
     base, repo = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct", "someone/SmolVLM2-256M-Video-Instruct-GGUF"
-    result = run_cli("publish", str(built_256m.out_dir), "--repo", repo, "--base-model", base, "--dry-run",
-                     str(tmp_path / "repo"))
-    assert result.returncode == 0, result.stderr
+    # In process: the card's plans are made with the build's settings, which the command line cannot give
+    # (test_publish.py runs `smolconv publish --dry-run` itself).
+    publish(PublishOptions(built_256m.out_dir, repo, base_model=base, dry_run=tmp_path / "repo",
+                           settings=SHARED_BUILD_SETTINGS))
     check_published_folder(built_256m.out_dir, tmp_path / "repo", repo, base, ("Q4_K_M", "Q5_K_M", "Q8_0"))
 
 

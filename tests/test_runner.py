@@ -8,7 +8,7 @@ import time
 import pytest
 
 from smolconv.errors import ToolFailed
-from smolconv.runner import run_tool
+from smolconv.runner import Beside, run_tool
 from tests.conftest import pid_is_running
 
 
@@ -107,3 +107,30 @@ def test_timeout_kills_a_whole_tree():
     while pid_is_running(int(lines[0])) and time.monotonic() < deadline:  # sh's own child, sleep
         time.sleep(0.05)
     assert not pid_is_running(int(lines[0]))
+
+
+def test_a_tool_beside_a_part_that_fails_is_killed_and_waited_for():
+    started = []
+
+    def task(on_start):
+        run_tool(["sleep", "60"], what="sleeping", fix="none",
+                 on_start=lambda proc: started.append(proc) or on_start(proc))
+
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="the caller's part"), Beside(task):
+        while not started:
+            time.sleep(0.01)
+        raise RuntimeError("the caller's part failed")
+    assert time.monotonic() - t0 < 10 and started[0].returncode is not None  # killed, reaped, not 60 s
+    assert not pid_is_running(started[0].pid)
+
+
+def test_a_failure_beside_a_part_that_succeeds_is_raised_after_it():
+    def task(on_start):
+        run_tool([sys.executable, "-c", "import sys; sys.exit(4)"], what="the other part", fix="none",
+                 on_start=on_start)
+
+    done = []
+    with pytest.raises(ToolFailed, match="the other part failed"), Beside(task):
+        done.append(run_tool([sys.executable, "-c", "print('mine')"], what="mine", fix="none").output)
+    assert done == ["mine"]
