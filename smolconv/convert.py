@@ -84,18 +84,18 @@ def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn 
     # instead of after both (seconds per GB on 2 cores).
     manifest.sha256_soon(input_files)
 
-    def convert_part(final: Path, mmproj: bool, on_line=None, on_start=None) -> None:
-        with manifest.staged_output(final) as tmp:
-            toolchain.run_converter(info.path, tmp, outtype=outtype, mmproj=mmproj, on_line=on_line,
-                                    on_start=on_start)
-            (verify_mmproj if mmproj else verify_text_model)(tmp, info)
-        manifest.sha256_soon([final])
+    def convert_part(tmp: Path, mmproj: bool, on_line=None, on_start=None) -> None:
+        toolchain.run_converter(info.path, tmp, outtype=outtype, mmproj=mmproj, on_line=on_line, on_start=on_start)
+        (verify_mmproj if mmproj else verify_text_model)(tmp, info)
 
     # The projector's converter runs beside the text model's: each spends much of its time on one core (Python's
-    # imports, reading and writing), so together they take about as long as the text model alone.
-    with Beside(lambda on_start: convert_part(mmproj_path, True, on_start=on_start)):
-        convert_part(text_path, False, _converter_progress("converting the text model and the vision projector",
-                                                           progress))
+    # imports, reading and writing), so together they take about as long as the text model alone. Both files
+    # take their names only once both are written and read back: a failed conversion leaves neither.
+    label = "converting the text model and the vision projector"
+    with (manifest.staged_output(text_path) as text_tmp, manifest.staged_output(mmproj_path) as mmproj_tmp,
+          Beside(lambda on_start: convert_part(mmproj_tmp, True, on_start=on_start))):
+        convert_part(text_tmp, False, _converter_progress(label, progress))
+    manifest.sha256_soon([text_path, mmproj_path])
     inputs = {p.name: manifest.sha256(p) for p in input_files}
     key = manifest.step_key(inputs, params)
     seconds = time.monotonic() - started
