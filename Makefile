@@ -22,13 +22,9 @@ $(BIN)/python:
 space       := $(subst ,, )
 STAMP       := $(VENV)/.smolconv-installed-$(subst /,_,$(subst =,_,$(subst $(space),_,$(TORCH_SPEC))))
 
-# --no-compile: pip would byte-compile every file of torch and transformers (a torch install: 26.3 s, 7.7 s without);
-# Python compiles the modules smolconv imports on first use instead.
-PIP_INSTALL := $(BIN)/python -m pip install --quiet --no-compile
-
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) "$(TORCH_SPEC)"
-	$(PIP_INSTALL) -e ".[dev]"
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	rm -f $(VENV)/.smolconv-installed-*
 	touch $@
 
@@ -65,7 +61,7 @@ MLX_STAMP   := $(VENV)/.smolconv-mlx-installed
 mlx-deps: $(MLX_STAMP)
 
 $(MLX_STAMP): pyproject.toml | $(STAMP)
-	$(PIP_INSTALL) -e ".[mlx]"
+	$(BIN)/python -m pip install --quiet -e ".[mlx]"
 	touch $@
 
 lint: venv

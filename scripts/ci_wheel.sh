@@ -21,9 +21,8 @@ fi
 
 step "fresh venv, $TORCH_SPEC, then the wheel"
 "$PYTHON" -m venv "$work/venv"
-# --no-compile: byte-compiling all of torch and transformers is most of an install's time (Makefile).
-"$work/venv/bin/python" -m pip install --quiet --no-compile "$TORCH_SPEC"
-"$work/venv/bin/python" -m pip install --quiet --no-compile "$work"/dist/*.whl
+"$work/venv/bin/python" -m pip install --quiet "$TORCH_SPEC"
+"$work/venv/bin/python" -m pip install --quiet "$work"/dist/*.whl
 
 step "the pipeline from $work/run, with the installed smolconv only"
 mkdir "$work/run"
