@@ -80,8 +80,8 @@ def convert(options: ConvertOptions, toolchain: Toolchain, progress: ProgressFn 
         manifest.refuse_foreign(targets, force=options.force)
 
     started = time.monotonic()
-    # The converter reads the checkpoint anyway: its files are hashed beside it, and each GGUF beside the rest,
-    # instead of after both (seconds per GB on 2 cores).
+    # The converter reads the checkpoint anyway: its files are hashed beside it, and the GGUFs beside each other
+    # (seconds per GB on 2 cores).
     manifest.sha256_soon(input_files)
 
     def convert_part(tmp: Path, mmproj: bool, on_line=None, on_start=None) -> None:

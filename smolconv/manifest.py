@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +26,6 @@ class Manifest:
     path: Path
     data: dict = field(default_factory=dict)
     _pending: dict[str, BackgroundHash] = field(default_factory=dict, repr=False, compare=False)
-    # A stage may write two outputs at once (convert): claiming, hashing and saving take turns.
-    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @classmethod
     def load(cls, out_dir: Path) -> Manifest:
@@ -51,14 +48,13 @@ class Manifest:
         return cls(path, data)
 
     def save(self) -> None:
-        with self._lock:
-            self.data["smolconv"] = __version__
-            order = ("smolconv", "llama_cpp", "source", "steps", "outputs", "hash_cache")
-            data = {k: self.data[k] for k in order if k in self.data}
-            data.update({k: v for k, v in self.data.items() if k not in data})
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")  # a staged name
-            tmp.write_text(json.dumps(data, indent=2) + "\n")
-            os.replace(tmp, self.path)
+        self.data["smolconv"] = __version__
+        order = ("smolconv", "llama_cpp", "source", "steps", "outputs", "hash_cache")
+        data = {k: self.data[k] for k in order if k in self.data}
+        data.update({k: v for k, v in self.data.items() if k not in data})
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")  # a staged name
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, self.path)
 
     # -- hashing with a stat cache ---------------------------------------------------------------------
 
@@ -89,11 +85,10 @@ class Manifest:
         For hashing beside a tool that is busy with other data (the converter with the next half, or with the
         checkpoint it reads anyway): a first build does not wait for gigabytes to be hashed after it.
         """
-        with self._lock:
-            for path in map(Path, paths):
-                key = str(path.resolve())
-                if key not in self._pending and self._cached(key, path.stat()) is None:
-                    self._pending[key] = BackgroundHash(path)
+        for path in map(Path, paths):
+            key = str(path.resolve())
+            if key not in self._pending and self._cached(key, path.stat()) is None:
+                self._pending[key] = BackgroundHash(path)
 
     def _cached(self, key: str, stat: os.stat_result) -> str | None:
         cached = self.data["hash_cache"].get(key)
@@ -126,10 +121,9 @@ class Manifest:
     def claim(self, path: Path) -> None:
         """Record `path` as this build's before it appears under its name (see fsutil.staged_file)."""
         name = self.output_name(path)
-        with self._lock:
-            if name not in self.data["outputs"]:
-                self.data["outputs"][name] = {"step": "claimed"}  # record_step fills in its sha256 and size
-                self.save()
+        if name not in self.data["outputs"]:
+            self.data["outputs"][name] = {"step": "claimed"}  # record_step fills in its sha256 and size
+            self.save()
 
     def staged_output(self, path: Path):
         """fsutil.staged_file for an output of this build: the name is claimed here just before the rename."""

@@ -66,13 +66,11 @@ def test_the_probabilities_of_a_token_held_back_as_incomplete_utf8_are_read(tool
     import httpx
 
     from smolconv.builddir import BuildDir
-    from smolconv.serve import ServeOptions, start_server
-    from smolconv.verify import gguf_completion
+    from smolconv.verify import gguf_completion, text_server
 
     ids = [504, 3575, 314, 4649, 282]  # "The capital is France of"
     f16 = next(v for v in BuildDir.open(build_tiny_q4).variants() if v.name == "F16")
-    options = ServeOptions(build_tiny_q4, "F16", port=0, num_ctx=512, projector=False, threads=2)
-    with start_server(options, toolchain, variant=f16) as server:
+    with text_server(f16, toolchain, threads=2) as server:
         held = httpx.post(f"{server.url}/completion", json={"prompt": ids, "n_predict": 1, "n_probs": 5,
                                                              "temperature": 0}, timeout=60).json()
         assert "completion_probabilities" not in held and "\ufffd" in held["content"]  # the case arises
