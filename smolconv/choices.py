@@ -66,6 +66,14 @@ class VerifyCheck(StrEnum):
     VISION = "vision"  # needs llama.cpp's MTMD_DEBUG_EMBEDDINGS hook to read the projector's output
 
 
+class VerifyPart(StrEnum):
+    """A check verify can be told to leave out (`--skip-check NAME`); F16 against transformers always runs."""
+
+    VISION = "vision"  # the projector's output for one tile
+    VIDEO = "video"    # a video prompt through the video projector
+    KLD = "kld"        # each quantized variant's KL divergence from F16
+
+
 class MlxBits(StrEnum):
     """How an MLX export stores the decoder's (and connector's) linear layers; the vision tower stays in --dtype."""
 

@@ -60,6 +60,7 @@ class BuildOptions:
     via: str = "auto"
     # verify + smoke
     verify: bool = True
+    verify_skip: frozenset[str] = frozenset()  # VerifyPart values verify leaves out
     gates: Gates = field(default_factory=Gates)
     smoke: bool = True
     backend: str = "llama-server"   # ollama: smoke the models `--create` made
@@ -212,17 +213,26 @@ def _variant_files(build: BuildDir, names: tuple[str, ...]) -> list[str]:
     return sorted(files)
 
 
+def verify_key(options: BuildOptions, build: BuildDir, built: tuple[str, ...]) -> str:
+    """What build's verify depends on; a record made with other checks left out is not this one."""
+    manifest = build.manifest
+    params = {"gates": options.gates, "types": built, "source": manifest.data.get("source", {}).get("files"),
+              "adapter": manifest.data.get("adapter", {}).get("files")}
+    if options.verify_skip:  # only then, so that the records of full verifies made before stay valid
+        params["skip"] = sorted(options.verify_skip)
+    return _check_key(manifest, _variant_files(build, ("F16", *built)), params)
+
+
 def run_verify(options: BuildOptions, build: BuildDir, built: tuple[str, ...], toolchain: Toolchain,
                progress: ProgressFn, result: BuildResult) -> None:
     manifest = build.manifest
-    key = _check_key(manifest, _variant_files(build, ("F16", *built)),
-                     {"gates": options.gates, "types": built, "source": manifest.data.get("source", {}).get("files"),
-                      "adapter": manifest.data.get("adapter", {}).get("files")})
+    key = verify_key(options, build, built)
     record = manifest.data.get("verify", {})
     if not options.force and record.get("key") == key and record.get("passed"):
         result.verify_reused = True
         return
-    report = verify(VerifyOptions(build.path, types=built, gates=options.gates, threads=options.threads),
+    report = verify(VerifyOptions(build.path, types=built, gates=options.gates, skip=options.verify_skip,
+                                  threads=options.threads),
                     toolchain, progress, build, key)
     result.verified = report
     result.failures += [f"verify: {failure}" for failure in report.failures]

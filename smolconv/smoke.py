@@ -11,7 +11,8 @@ answers from the text alone, with a prompt a few dozen tokens long). Expected wo
 reported; `strict` (always on in `build`) makes them fail the case too, except an empty reply on a fixture.
 
 On a `smolconv synth` fixture the vision tower is random, so its image answers are noise that may never
-stop: there, for image cases only, running to the limit is reported and not judged.
+stop: there, for image cases only, running to the limit is reported and not judged, and such an answer is cut
+at NOISE_MAX_TOKENS (the prompt and the decode rate are measured all the same).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ BACKENDS = tuple(SmokeBackend)
 TEMPLATE_TOKENS = ("<end_of_utterance>", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<image>",
                    "<fake_token_around_image>", "<global-img>", "<row_")
 LONG_PROMPT_MARGIN = 64  # tokens left free beside max_tokens, for the template around the message
+# The token limit of an answer that comes out of a fixture's random part: it is not judged, and this many tokens
+# still give a decode rate. Decoding a case's full limit of noise was most of a fixture's smoke time.
+NOISE_MAX_TOKENS = 16
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,6 +146,17 @@ def image_tokens(projector: Projector | None, size: tuple[int, int]) -> int:
     return projector.tiles(size) * projector.tokens_per_tile
 
 
+def answers_noise(case: SmokeCase, random_parts: frozenset[str]) -> bool:
+    """The case's answer comes out of a random part of a fixture (its text weights, or for an image its vision
+    tower): noise, whatever the model it stands for would say."""
+    return "text" in random_parts or (case.has_images and "vision" in random_parts)
+
+
+def answer_limit(case: SmokeCase, random_parts: frozenset[str]) -> int:
+    """The tokens a case asks for: its own limit, or NOISE_MAX_TOKENS where the answer is noise."""
+    return min(case.max_tokens, NOISE_MAX_TOKENS) if answers_noise(case, random_parts) else case.max_tokens
+
+
 def judge(case: SmokeCase, answer: Answer, *, min_prompt_tokens: int, max_tokens: int, strict: bool,
           random_parts: frozenset[str] = frozenset()) -> CaseResult:
     """Pass or fail one answer. `random_parts` names what of a smolconv fixture is random ("vision", "text"):
@@ -149,7 +164,7 @@ def judge(case: SmokeCase, answer: Answer, *, min_prompt_tokens: int, max_tokens
     not judged; that the request worked and the image reached the model still is."""
     notes: list[str] = []
     failures: list[str] = []
-    noise = "text" in random_parts or (case.has_images and "vision" in random_parts)
+    noise = answers_noise(case, random_parts)
     why_noise = ("the fixture's text weights are random" if "text" in random_parts
                  else "the fixture's vision tower is random")
     leaked = [t for t in TEMPLATE_TOKENS if t in answer.text]
@@ -326,10 +341,11 @@ def run_case(backend: Backend, case: SmokeCase, images: dict[str, Path], earlier
             min_prompt = tiles * (projector.tokens_per_tile if projector else 64) * sum(len(m.images) for m in messages)
         else:
             min_prompt = sum(image_tokens(projector, image.size) for m in messages for image in m.images)
-        answer = backend.chat(messages, case.max_tokens)
+        limit = answer_limit(case, random_parts)
+        answer = backend.chat(messages, limit)
     except BackendError as exc:
         return CaseResult(case.name, case.what, False, f"backend error: {exc}", turns=sent)
-    result = judge(case, answer, min_prompt_tokens=min_prompt, max_tokens=case.max_tokens, strict=strict,
+    result = judge(case, answer, min_prompt_tokens=min_prompt, max_tokens=limit, strict=strict,
                    random_parts=random_parts)
     result.turns = sent
     if case.follows and answer.prompt_tokens:

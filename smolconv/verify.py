@@ -42,7 +42,7 @@ import httpx
 import numpy as np
 
 from smolconv.checkpoint import image_processor_config
-from smolconv.choices import VerifyCheck
+from smolconv.choices import VerifyCheck, VerifyPart
 from smolconv.errors import SmolconvError
 from smolconv.builddir import BuildDir
 from smolconv.plan import Variant
@@ -101,7 +101,7 @@ class VerifyOptions:
     prompts: tuple[str, ...] = DEFAULT_PROMPTS
     text: Path = KLD_TEXT
     gates: Gates = field(default_factory=Gates)
-    vision: bool = True
+    skip: frozenset[str] = frozenset()  # VerifyPart values left out; the report says so
     threads: int | None = None
 
 
@@ -171,6 +171,7 @@ class VerifyReport:
     gates: Gates
     video: VideoResult = field(default_factory=lambda: VideoResult(False, reason="not checked"))
     f16_ppl: float | None = None
+    skipped: tuple[str, ...] = ()  # VerifyPart values left out on request
     seconds: float = 0.0
     path: Path | None = None
 
@@ -222,7 +223,7 @@ class VerifyReport:
     def to_dict(self) -> dict:
         return {
             "passed": self.passed, "failures": self.failures, "seconds": round(self.seconds, 2),
-            "gates": asdict(self.gates), "unchecked": self.unchecked,
+            "gates": asdict(self.gates), "unchecked": self.unchecked, "skipped": list(self.skipped),
             "text": {"max_nmse": self.max_nmse, "top1_agree": sum(r.top1_same for r in self.text),
                      "adapter_kl": self.adapter_kl,
                      "prompts": [asdict(r) | {"top1_same": r.top1_same} for r in self.text]},
@@ -571,20 +572,23 @@ def verify(options: VerifyOptions, toolchain: Toolchain, progress=lambda stage, 
         tokenizer, model = _load_reference(checkpoint, adapter)
         progress("F16 logits against transformers", None)
         text = compare_text(server.url, options.prompts, tokenizer, model)
-    vision = VisionResult(False, reason="not checked (--no-vision)")
-    if options.vision:
+    skipped = tuple(part.value for part in VerifyPart if part in options.skip)
+    vision = VisionResult(False, reason=f"not checked (--skip-check {VerifyPart.VISION})")
+    if VerifyPart.VISION not in options.skip:
         progress("projector output against the HF connector", None)
         vision = compare_vision(base, checkpoint, toolchain, model, options.threads)
+    video = VideoResult(False, reason=f"not checked (--skip-check {VerifyPart.VIDEO})")
+    if VerifyPart.VIDEO not in options.skip:
         progress("a video prompt against transformers", None)
         video = compare_video(base, checkpoint, toolchain, model, options.threads)
-    else:
-        video = VideoResult(False, reason="not checked (--no-vision)")
     del model
-    progress("KL divergence of each variant against F16", None)
-    f16_ppl, kld = compare_quants(base, [variants[t] for t in wanted], options.text, gates, toolchain,
-                                  options.threads)
+    f16_ppl, kld = None, []
+    if VerifyPart.KLD not in options.skip:
+        progress("KL divergence of each variant against F16", None)
+        f16_ppl, kld = compare_quants(base, [variants[t] for t in wanted], options.text, gates, toolchain,
+                                      options.threads)
     report = VerifyReport(text=text, vision=vision, kld=kld, gates=gates, video=video, f16_ppl=f16_ppl,
-                          seconds=time.monotonic() - started)
+                          skipped=skipped, seconds=time.monotonic() - started)
     report.path = save_report(out_dir, report.to_dict(), {
         "max_nmse": report.max_nmse, "top1_agree": f"{sum(r.top1_same for r in text)}/{len(text)}"},
         manifest=manifest, key=key)

@@ -277,6 +277,23 @@ def test_rerun_with_nothing_changed_redoes_nothing(toolchain, built_256m, fixtur
         [r.to_dict()["summary"] for r in built_256m.quantized.reports]
 
 
+def test_a_verify_that_left_checks_out_is_not_reused_for_a_full_one(built_256m, fixture_256m):
+    from dataclasses import replace
+
+    from smolconv.builddir import BuildDir
+    from smolconv.pipeline import verify_key
+
+    out = built_256m.out_dir
+    options = BuildOptions(model=str(fixture_256m), out_dir=out, settings=SHARED_BUILD_SETTINGS)
+    build_dir = BuildDir.open(out)
+    built = tuple(r.qtype for r in built_256m.quantized.reports)
+    full = verify_key(options, build_dir, built)
+    assert json.loads((out / "build.json").read_text())["verify"]["key"] == full  # what the full build recorded
+    partial = {verify_key(replace(options, verify_skip=frozenset(skip)), build_dir, built)
+               for skip in ({"kld"}, {"video"}, {"vision", "video"})}
+    assert len(partial) == 3 and full not in partial
+
+
 def test_changed_parameters_redo_only_what_they_touch(toolchain, built_256m, fixture_256m):
     out = built_256m.out_dir
     f16_mtime = _model(out, "F16").stat().st_mtime_ns

@@ -112,15 +112,19 @@ def test_build_exits_1_and_does_not_publish_when_a_gate_fails(toolchain, tmp_pat
     projector = f"mmproj-{fixture.name}-f16.gguf"
     out = linked_build(shared, tmp_path / fixture.name,
                        damaged={"wrong answer": model, "damaged projector": projector}.get(damage))
-    extra = []
+    # verify runs the check each damage is for (none for the wrong answer, which is smoke's) with the F16 text
+    # check, which always runs; the others are left out (`--skip-check`), each proven elsewhere on a whole build.
     if damage == "wrong answer":
         rename_token(out / model, "ĠParis", "ĠLYONS")
         record_as_built(out, model)
+        extra = ["--skip-check", "vision", "--skip-check", "video", "--skip-check", "kld"]
     elif damage == "damaged projector":
         scale_tensor(out / projector, DAMAGED_PROJECTOR_TENSOR, 1.5)
         record_as_built(out, projector)
+        extra = ["--skip-check", "video", "--skip-check", "kld"]
     else:
-        extra = ["--max-kld", "Q8_0=0.0001"]  # measured about 0.005 on this fixture
+        extra = ["--max-kld", "Q8_0=0.0001",  # measured about 0.005 on this fixture
+                 "--skip-check", "vision", "--skip-check", "video"]
     # The text cases only (the image cases take minutes here; the fixture's vision is random, so not judged).
     monkeypatch.setattr(smolconv.smoke, "CASES", tuple(c for c in smolconv.smoke.CASES
                                                        if c.name in ("text_hello", "text_fact")))
@@ -145,12 +149,16 @@ def test_verify_fails_when_the_gguf_tokenizes_differently(toolchain, build_256m_
     out = linked_build(build_256m_q4_q8, tmp_path / NAME)
 
     result = run_cli("verify", str(out), "--checkpoint", str(checkpoint), "--type", "Q8_0", "--no-vision",
-                     "--threads", "2")
+                     "--skip-check", "kld", "--threads", "2")
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "tokenizes" in result.stderr and "differently" in result.stderr, result.stderr
     report = json.loads((out / "verify.json").read_text())
     assert report["passed"] is False
+    # What was left out says so: in the report, and on the screen.
+    assert report["skipped"] == ["vision", "video", "kld"] and report["kld"]["variants"] == []
+    assert report["vision"]["reason"] == "not checked (--skip-check vision)"
+    assert "KL divergence of the variants: not measured (--skip-check kld)" in result.stdout
     assert report["text"]["max_nmse"] < 1e-4  # the same ids went to both sides: only the tokenizer differs
 
 
@@ -168,7 +176,8 @@ def test_a_vision_check_that_cannot_run_fails_unless_allowed(toolchain, build_ti
     wrapper.write_text(f"#!/bin/sh\nunset MTMD_DEBUG_EMBEDDINGS\nexec {toolchain.tool('llama-mtmd-cli')} \"$@\"\n")
     wrapper.chmod(0o755)
     out = linked_build(build_tiny_q4, tmp_path / build_tiny_q4.name)
-    args = ("verify", str(out), "--type", "Q4_K_M", "--threads", "2", "--llama-cpp", str(fake))
+    args = ("verify", str(out), "--type", "Q4_K_M", "--threads", "2", "--llama-cpp", str(fake),
+            "--skip-check", "video", "--skip-check", "kld")
 
     refused = run_cli(*args)
     assert refused.returncode == 1, refused.stdout + refused.stderr

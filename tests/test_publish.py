@@ -235,6 +235,19 @@ def test_base_model_is_the_hub_source_and_the_relation_follows_the_adapter(build
     assert result.commit_message.startswith("smolconv ") and "Q8_0" in result.commit_message
 
 
+def test_the_card_of_a_verify_that_left_checks_out_says_what_was_not_measured(build_256m_q4_q8, tmp_path):
+    verified = {"passed": True, "skipped": ["vision", "video", "kld"],
+                "text": {"max_nmse": 3.25e-07, "top1_agree": 5},
+                "vision": {"checked": False, "reason": "not checked (--skip-check vision)"},
+                "kld": {"f16_ppl": None, "variants": []}}
+    build = _linked_copy(build_256m_q4_q8, tmp_path / "build", verify=verified)
+    card = ModelCard.load(publish(PublishOptions(build, REPO, dry_run=tmp_path / "repo")).folder / "README.md")
+    assert "largest NMSE 3.25e-07, same top-1 token on 5 prompts" in card.text
+    assert "- Vision projector: not compared (not checked (--skip-check vision))." in card.text
+    assert "- Quantized variants against F16: not measured (`--skip-check kld`)." in card.text
+    assert "mean KLD against F16" not in card.text  # no empty table
+
+
 # --------------------------------------------------------------------------------------------------
 # Errors: one line each, exit 2, and the token nowhere
 

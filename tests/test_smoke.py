@@ -182,6 +182,25 @@ def test_a_stream_that_runs_to_the_limit_fails_and_the_report_is_written(tmp_pat
     assert saved["cases"][0]["answer"]["stats"]["done_reason"] == "length"
 
 
+def test_answers_that_are_noise_are_asked_for_few_tokens_and_the_rest_for_their_limit(tmp_path):
+    """On a fixture, an image answer comes out of the random vision tower (every answer, where the text is random
+    too): it is asked for NOISE_MAX_TOKENS; a real model, and the fixture's real text, for each case's own limit."""
+    from smolconv.smoke import NOISE_MAX_TOKENS
+
+    wanted = tuple(c for c in CASES if c.name in ("text_fact", "image_jpeg"))
+    images = write_smoke_images(tmp_path)
+    asked = {}
+    for parts in (frozenset(), frozenset({"vision"}), frozenset({"vision", "text"})):
+        with FakeOllama() as fake:
+            fake.state.models["smolvlm2:test"] = {"parameters": "num_ctx 4096", "capabilities": ["vision"]}
+            results = run_suite(OllamaBackend("smolvlm2:test", fake.host), images, n_ctx=4096,
+                                projector=PROJECTOR_256M, cases=wanted, random_parts=parts)
+        assert all(r.passed for r in results), [(r.name, r.reason) for r in results]
+        asked[tuple(sorted(parts))] = [chat["options"]["num_predict"] for chat in fake.state.chats]
+    assert CASE["text_fact"].max_tokens == 64 and CASE["image_jpeg"].max_tokens == 160 and NOISE_MAX_TOKENS == 16
+    assert asked == {(): [64, 160], ("vision",): [64, 16], ("text", "vision"): [16, 16]}
+
+
 def test_unknown_case_and_backend_are_one_line_errors():
     with pytest.raises(SmolconvError, match="no smoke case 'nope'"):
         smoke(SmokeOptions("x", cases=("nope",)))

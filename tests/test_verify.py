@@ -34,7 +34,8 @@ def test_a_damaged_f16_gguf_fails_verify(toolchain, build_tiny_q4, tmp_path):
     damaged = linked_build(build_tiny_q4, tmp_path / build_tiny_q4.name, damaged=f16)
     _scale_tensor(damaged / f16, DAMAGED_TENSOR, 1.5)
 
-    result = run_cli("verify", str(damaged), "--type", "Q4_K_M", "--no-vision", "--threads", "2")
+    # The damage is in the text model: the checks of the projectors and the quantized variant are left out.
+    result = run_cli("verify", str(damaged), "--type", "Q4_K_M", "--no-vision", "--skip-check", "kld", "--threads", "2")
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "F16 logits NMSE" in result.stderr, result.stderr

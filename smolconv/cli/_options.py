@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from smolconv.choices import AdapterFormat, KvType, Outtype, VerifyCheck, Via
+from smolconv.choices import AdapterFormat, KvType, Outtype, VerifyCheck, VerifyPart, Via
 
 LlamaCppOption = Annotated[
     str | None,
@@ -40,6 +40,9 @@ MaxKldOption = Annotated[list[str] | None, typer.Option(
 AllowUncheckedOption = Annotated[list[VerifyCheck] | None, typer.Option(
     "--allow-unchecked", metavar="NAME", help="Let verify pass when this check cannot run (repeatable): vision "
     "(a llama.cpp without the MTMD_DEBUG_EMBEDDINGS hook); the report names it.")]
+SkipCheckOption = Annotated[list[VerifyPart] | None, typer.Option(
+    "--skip-check", metavar="NAME", help="Leave this verify check out (repeatable): vision, video or kld; the "
+    "report says so. F16 against transformers always runs.")]
 NameOption = Annotated[str | None, typer.Option(
     "--name", help="Ollama model name before ':' (default: from the checkpoint, e.g. smolvlm2).")]
 PresetOption = Annotated[list[str] | None, typer.Option(

@@ -203,4 +203,6 @@ def verify(report) -> None:
                         "not gated" if k.gate is None else f"≤ {k.gate}",
                         "[green]pass[/]" if k.passed else "[bold red]FAIL[/]")
         console.print(kld)
+    elif "kld" in report.skipped:
+        plain("KL divergence of the variants: not measured (--skip-check kld)")
     plain(f"report: {report.path}")

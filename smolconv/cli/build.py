@@ -28,6 +28,7 @@ from smolconv.cli._options import (
     OuttypeOption,
     PresetOption,
     ReserveOption,
+    SkipCheckOption,
     RevisionOption,
     ThreadsOption,
     TypesOption,
@@ -64,6 +65,7 @@ def build(
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="End with `smolconv verify`.")] = True,
     max_kld: MaxKldOption = None,
     allow_unchecked: AllowUncheckedOption = None,
+    skip_check: SkipCheckOption = None,
     smoke: Annotated[bool, typer.Option("--smoke/--no-smoke", help="End with `smolconv smoke`.")] = True,
     backend: Annotated[BuildBackend, typer.Option(
         "--backend", help="Smoke on llama-server (started per variant) or ollama (needs --create).")
@@ -83,8 +85,8 @@ def build(
         model=model, out_dir=out, revision=revision, outtype=outtype, types=tuple(types or DEFAULT_TYPES),
         imatrix=imatrix, imatrix_text=imatrix_text, mmproj_type=mmproj_type, threads=threads, force=force,
         local_files_only=offline, presets=tuple(presets or ()), name=name, create=create, via=via,
-        verify=verify, smoke=smoke, backend=backend, adapter=adapter, adapter_revision=adapter_revision,
-        adapter_format=adapter_format, publish=publish,
+        verify=verify, verify_skip=frozenset(skip_check or ()), smoke=smoke, backend=backend, adapter=adapter,
+        adapter_revision=adapter_revision, adapter_format=adapter_format, publish=publish,
         settings=plan_settings(vram, reserve, None, kv_type, None), gates=verify_gates(1e-4, max_kld, allow_unchecked))
     toolchain = find_toolchain(llama_cpp)
     with progress_reporter() as progress:

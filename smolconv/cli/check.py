@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from smolconv.choices import KvType, SmokeBackend
+from smolconv.choices import KvType, SmokeBackend, VerifyPart
 from smolconv.cli import _render
 from smolconv.cli._options import (
     AllowUncheckedOption,
@@ -17,6 +17,7 @@ from smolconv.cli._options import (
     MaxKldOption,
     NumCtxOption,
     ReserveOption,
+    SkipCheckOption,
     ThreadsOption,
     TypesOption,
     VramOption,
@@ -103,7 +104,9 @@ def verify(
     allow_unchecked: AllowUncheckedOption = None,
     text: Annotated[Path | None, typer.Option("--text", help="Text for the KL divergence (default: shipped).")] = None,
     vision: Annotated[bool, typer.Option(
-        "--vision/--no-vision", help="Also compare the projector, and a video prompt (video projector).")] = True,
+        "--vision/--no-vision", help="Also compare the projector, and a video prompt (--no-vision: --skip-check "
+        "vision --skip-check video).")] = True,
+    skip_check: SkipCheckOption = None,
     threads: ThreadsOption = None,
     llama_cpp: LlamaCppOption = None,
 ) -> None:
@@ -112,7 +115,9 @@ def verify(
     from smolconv.verify import verify as verify_stage
 
     options = VerifyOptions(out, checkpoint=checkpoint, types=tuple(t.upper() for t in types) if types else None,
-                            text=text or KLD_TEXT, vision=vision, threads=threads,
+                            text=text or KLD_TEXT, threads=threads,
+                            skip=frozenset(skip_check or ()) | ({VerifyPart.VISION, VerifyPart.VIDEO} if not vision
+                                                               else set()),
                             gates=verify_gates(max_nmse, max_kld, allow_unchecked, max_video_nmse))
     toolchain = find_toolchain(llama_cpp)
     with progress_reporter() as progress:
