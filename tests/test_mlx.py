@@ -361,19 +361,22 @@ def test_a_video_on_mlx_is_transformers_video_prompt_and_its_greedy_token(tiny_f
 
 @needs_mlx
 def test_smoke_and_ask_run_on_the_mlx_backend(tiny_fp32, tmp_path):
+    # The command line in this process (CliRunner): MLX and mlx-vlm are imported once for the module.
+    from typer.testing import CliRunner
+
+    from smolconv.cli import app
+
     _, result = tiny_fp32
     out = result.out_dir
-    smoked = subprocess.run([sys.executable, "-m", "smolconv", "smoke", str(out), "--backend", "mlx", "--case",
-                             "text_hello", "--case", "video", "--report-dir", str(tmp_path)],
-                            capture_output=True, text=True, timeout=900)
-    assert smoked.returncode == 0, smoked.stdout[-3000:] + smoked.stderr[-3000:]
+    smoked = CliRunner().invoke(app, ["smoke", str(out), "--backend", "mlx", "--case", "text_hello", "--case", "video",
+                                      "--report-dir", str(tmp_path)])
+    assert smoked.exit_code == 0, smoked.output[-3000:]
     report = json.loads((tmp_path / "mlx.mlx.json").read_text())
     cases = {c["name"]: c for c in report["cases"]}
     assert set(cases) == {"text_hello", "video"} and all(c["passed"] for c in cases.values()), cases
     assert cases["video"]["notes"][-1].startswith("4 frames")
-    asked = subprocess.run([sys.executable, "-m", "smolconv", "ask", str(out), "Hello", "--backend", "mlx",
-                            "--max-tokens", "3", "--json"], capture_output=True, text=True, timeout=600)
-    assert asked.returncode == 0, asked.stderr
+    asked = CliRunner().invoke(app, ["ask", str(out), "Hello", "--backend", "mlx", "--max-tokens", "3", "--json"])
+    assert asked.exit_code == 0, asked.output
     assert json.loads(asked.stdout)["completion_tokens"] >= 1
 
 
