@@ -243,7 +243,7 @@ def test_the_card_of_a_verify_that_left_checks_out_says_what_was_not_measured(bu
     build = _linked_copy(build_256m_q4_q8, tmp_path / "build", verify=verified)
     card = ModelCard.load(publish(PublishOptions(build, REPO, dry_run=tmp_path / "repo")).folder / "README.md")
     assert "largest NMSE 3.25e-07, same top-1 token on 5 prompts" in card.text
-    assert "- Vision projector: not compared (not checked (--skip-check vision))." in card.text
+    assert "- Vision projector: not compared (`--skip-check vision`)." in card.text
     assert "- Quantized variants against F16: not measured (`--skip-check kld`)." in card.text
     assert "mean KLD against F16" not in card.text  # no empty table
 
@@ -333,3 +333,15 @@ def test_build_publish_needs_the_checks_and_a_token_before_it_starts(toolchain, 
     _one_line(run_cli("build", str(fixture_tiny), "--out", str(out), "--publish", REPO, env=env),
               "no Hugging Face token")
     assert not out.exists()  # refused before converting anything
+
+
+def test_the_card_says_why_a_projector_could_not_be_compared(build_256m_q4_q8, tmp_path):
+    verified = {"passed": True, "skipped": [], "text": {"max_nmse": 3.25e-07, "top1_agree": 5},
+                "vision": {"checked": False, "could_not_run": True,
+                           "reason": "not checked: this llama.cpp does not write projector embeddings "
+                           "(MTMD_DEBUG_EMBEDDINGS)"},
+                "kld": {"f16_ppl": None, "variants": []}}
+    build = _linked_copy(build_256m_q4_q8, tmp_path / "build", verify=verified)
+    card = ModelCard.load(publish(PublishOptions(build, REPO, dry_run=tmp_path / "repo")).folder / "README.md")
+    assert ("- Vision projector: not compared (this llama.cpp does not write projector embeddings "
+            "(MTMD_DEBUG_EMBEDDINGS))." in card.text)
