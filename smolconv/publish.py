@@ -315,15 +315,15 @@ def _verify(record: dict | None) -> dict | None:
     """verify's numbers from build.json, formatted once for the card."""
     if not record:
         return None
-    text, vision = record.get("text", {}), record.get("vision", {})
+    text, vision, skipped = record.get("text", {}), record.get("vision", {}), record.get("skipped", [])
     return {
         "passed": record.get("passed"), "max_nmse": f"{text['max_nmse']:.2e}", "top1": text.get("top1_agree"),
         "vision_nmse": f"{vision['nmse']:.2e}" if vision.get("checked") else None,
         # The card's line reads "not compared (REASON)": the reason without verify's own "not checked".
-        "vision_reason": "`--skip-check vision`" if "vision" in record.get("skipped", [])
+        "vision_reason": "`--skip-check vision`" if "vision" in skipped
         else vision.get("reason", "").removeprefix("not checked: "),
         "f16_ppl": record.get("kld", {}).get("f16_ppl"),
-        "kld_skipped": "kld" in record.get("skipped", []),
+        "kld_skipped": "kld" in skipped,
         "kld": [{"variant": k["variant"], "mean": f"{k['mean_kld']:.4f}",
                  "p99": "" if k.get("kld_p99") is None else f"{k['kld_p99']:.4f}",
                  "same_top": f"{100 * k['same_top']:.1f}",
