@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from _common import backend_parser, open_backend, run
 
-from smolconv.chat import Message
-from smolconv.images import load_image
+from smolconv.media.images import load_image
+from smolconv.runtime.chat import Message
 
 
 def main() -> int:

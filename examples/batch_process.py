@@ -19,9 +19,9 @@ from pathlib import Path
 from _common import backend_parser, open_backend, run
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from smolconv.chat import Message
-from smolconv.errors import SmolconvError
-from smolconv.images import load_image
+from smolconv.core.errors import SmolconvError
+from smolconv.media.images import load_image
+from smolconv.runtime.chat import Message
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 

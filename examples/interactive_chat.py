@@ -15,9 +15,9 @@ import sys
 
 from _common import backend_parser, open_backend, run
 
-from smolconv.chat import Message
-from smolconv.errors import SmolconvError
-from smolconv.images import load_image
+from smolconv.core.errors import SmolconvError
+from smolconv.media.images import load_image
+from smolconv.runtime.chat import Message
 
 
 def main() -> int:

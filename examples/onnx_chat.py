@@ -5,7 +5,7 @@
     python examples/onnx_chat.py out/smolvlm2-256m-onnx photo.jpg --variant q4
 
 The answer is printed as it is generated. The tokenizer is `tokenizers`, the image preprocessing numpy and
-Pillow (smolconv/onnx/preprocess.py), the three graphs run in onnxruntime (smolconv/onnx/runtime.py).
+Pillow (smolconv/runtime/preprocess.py), the three graphs run in onnxruntime (smolconv/formats/onnx/runtime.py).
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from smolconv.chat import Message
-from smolconv.errors import SmolconvError
-from smolconv.images import load_image
-from smolconv.onnx.runtime import VARIANT_SUFFIX, Generation, OnnxVLM, Sampling
+from smolconv.core.errors import SmolconvError
+from smolconv.formats.onnx.runtime import VARIANT_SUFFIX, OnnxVLM
+from smolconv.media.images import load_image
+from smolconv.runtime.chat import Message
+from smolconv.runtime.vlm import Generation, Sampling
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""Ask about a video the way SmolVLM2 was trained on video: a thin use of `smolconv.ask`.
+"""Ask about a video the way SmolVLM2 was trained on video: a thin use of `smolconv.checks.ask`.
 
     python examples/video_frames.py out/smolvlm2-256m clip.mp4 "What happens in this video?"
     python examples/video_frames.py smolvlm2:256m-video-instruct-q8_0-video clip.mp4 --backend ollama
@@ -20,17 +20,17 @@ from pathlib import Path
 
 from _common import run
 
-from smolconv.ask import AskOptions, ask
-from smolconv.choices import AskBackend
+from smolconv.checks.ask import AskOptions, ask
+from smolconv.core.choices import BackendKind
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Ask a question about a video.")
-    parser.add_argument("target", help="a build directory (server) or an Ollama model tag (ollama)")
+    parser.add_argument("target", help="a build directory (llama-server) or an Ollama model tag (ollama)")
     parser.add_argument("video", type=Path)
     parser.add_argument("question", nargs="?", default="Describe what happens in this video.")
-    parser.add_argument("--backend", choices=[b.value for b in AskBackend if b is not AskBackend.ONNX],
-                        default="server")
+    parser.add_argument("--backend", choices=[b.value for b in BackendKind if b is not BackendKind.ONNX],
+                        default=BackendKind.LLAMA_SERVER.value)
     parser.add_argument("--url", help="Ollama's address (default OLLAMA_HOST)")
     parser.add_argument("--fps", type=float, default=1.0, help="frames per second to sample (default 1)")
     parser.add_argument("--max-frames", type=int, default=64, help="at most this many frames (default 64)")
@@ -38,12 +38,12 @@ def main() -> int:
     args = parser.parse_args()
 
     toolchain = None
-    if args.backend == "server":
-        from smolconv.toolchain import find_toolchain
+    if args.backend == BackendKind.LLAMA_SERVER:
+        from smolconv.llamacpp.toolchain import find_toolchain
 
         toolchain = find_toolchain()
     result = ask(AskOptions(args.target, args.question, video=args.video, fps=args.fps, max_frames=args.max_frames,
-                            backend=AskBackend(args.backend), max_tokens=args.max_tokens, url=args.url),
+                            backend=BackendKind(args.backend), max_tokens=args.max_tokens, url=args.url),
                  toolchain, on_text=lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
     answer = result.answer
     print(f"\n[{len(result.frames)} frames at {', '.join(f'{t:.1f}' for t in result.frames)} s; "

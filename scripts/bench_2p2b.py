@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchlib import measure, smolconv
 
-from smolconv.toolchain import find_toolchain
+from smolconv.llamacpp.toolchain import find_toolchain
 
 
 def paired(ours_cmd, raw_cmd, pairs: int, before=lambda: None) -> tuple[dict, dict]:

@@ -13,7 +13,7 @@ tests/test_plan.py cannot make.
 
 For each variant: llama-server's CUDA buffers (`plan --measure`'s reading of its start-up log); then the variant
 served as `smolconv serve` serves it (the plan's num_ctx and layers), its process's GPU memory idle, after the
-largest image and after a prompt that fills num_ctx with images (smolconv/workload.py: NVML, else nvidia-smi);
+largest image and after a prompt that fills num_ctx with images (smolconv/checks/workload.py: NVML, else nvidia-smi);
 the image's encode time (llama-server's "slice encoded in" lines); the full prompt's tok/s; decode tok/s of
 `smolconv serve` and of llama-server started by hand with its defaults (scripts/bench_serve.py's measurement).
 It writes a markdown table with the GPU's name and driver into docs/GPU_BENCH.md.
@@ -37,10 +37,10 @@ from pathlib import Path
 
 from bench_serve import measure as measure_decode
 
-from smolconv.chat import LlamaServerBackend
-from smolconv.errors import SmolconvError
-from smolconv.gpu import list_gpus
-from smolconv.models import get_shape
+from smolconv.checks.workload import worst_case
+from smolconv.core.errors import SmolconvError
+from smolconv.core.models import get_shape
+from smolconv.llamacpp.toolchain import find_toolchain
 from smolconv.plan import (
     PlanSettings,
     build_variants,
@@ -49,9 +49,9 @@ from smolconv.plan import (
     measure_llama_server,
     plan_variant,
 )
-from smolconv.serve import ServeOptions, free_port, start_server
-from smolconv.toolchain import find_toolchain
-from smolconv.workload import worst_case
+from smolconv.plan.gpu import list_gpus
+from smolconv.runtime.chat import LlamaServerBackend
+from smolconv.runtime.serve import ServeOptions, free_port, start_server
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "GPU_BENCH.md"
 TYPES = ("Q4_K_M", "Q5_K_M", "Q8_0")

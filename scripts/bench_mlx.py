@@ -5,14 +5,14 @@ Usage: python scripts/bench_mlx.py [--shape 256m] [--work DIR] [--checkpoint DIR
                                    [--quality | --no-quality] [--kld-tokens 512] [--tokens 16] [--runs 3]
                                    [--no-gguf] [--export-only | --decode-only]
 
-1. Each --bits is exported in a fresh process (smolconv.mlx.export.export_mlx, what `smolconv export-mlx` runs,
+1. Each --bits is exported in a fresh process (smolconv.formats.mlx.export.export_mlx, what `smolconv export-mlx` runs,
    without verify): wall time, and the peak of the summed RSS of the whole process tree (smolconv and mlx-vlm's
    converter, sampled every 50 ms; pages two processes share count twice), and the folder's size.
 2. --quality (the default for 256m, whose text is SmolLM2-135M's real weights; random weights say nothing): each
    export against the unquantized one in the same dtype, built in memory as verify builds it: mean KL divergence
    of the next-token distributions over the first --kld-tokens tokens of the GGUF verify's KLD text, how often the
    top token is the same, and how many of a few questions each answers right (greedy). Quantized layers are
-   expanded to the dtype for this, as verify does on the CPU (the same weights; see smolconv/mlx/verify.py).
+   expanded to the dtype for this, as verify does on the CPU (the same weights; see smolconv/formats/mlx/verify.py).
 3. The 4-bit export as it is (MLX's quantized kernels) decodes --tokens tokens greedily after the prompt, end of
    text ignored, and llama-server decodes as many of the same prompt with the Q4_K_M GGUF that `smolconv build`
    makes of the same checkpoint; both on this machine's CPU with their default thread counts, in pairs (one run
@@ -32,9 +32,11 @@ from pathlib import Path
 from bench_serve import PROMPT, paired_decode, spread
 from benchlib import smolconv
 
-from smolconv.mlx.export import Bits, Dtype, default_out_dir
+from smolconv.core.choices import MlxBits, MlxDtype
+from smolconv.formats.mlx.export import default_out_dir
 
-EXPORT = ("import sys; from pathlib import Path; from smolconv.mlx.export import Bits, Dtype, ExportMlxOptions, "
+EXPORT = ("import sys; from pathlib import Path; from smolconv.core.choices import MlxBits as Bits, MlxDtype as Dtype; "
+          "from smolconv.formats.mlx.export import ExportMlxOptions, "
           "export_mlx; export_mlx(ExportMlxOptions(sys.argv[1], Path(sys.argv[2]), bits=Bits(sys.argv[3]), "
           "dtype=Dtype(sys.argv[4]), force=True))")
 # Questions the 256m fixture (SmolLM2-135M's text) answers right unquantized in bfloat16, and the word each answer
@@ -75,9 +77,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="A synthesized checkpoint of --shape to reuse (default: synthesize one in WORK).")
-    parser.add_argument("--bits", nargs="+", choices=[b.value for b in Bits],
+    parser.add_argument("--bits", nargs="+", choices=[b.value for b in MlxBits],
                         default=["none", "4", "mixed_4_6", "mixed_4_8", "8"])
-    parser.add_argument("--dtype", choices=[d.value for d in Dtype], default="bf16")
+    parser.add_argument("--dtype", choices=[d.value for d in MlxDtype], default="bf16")
     parser.add_argument("--quality", action=argparse.BooleanOptionalAction, default=None,
                         help="Measure each export against the unquantized one (default: on for 256m only).")
     parser.add_argument("--kld-tokens", type=int, default=512)
@@ -95,13 +97,13 @@ def main() -> None:
             raise SystemExit(f"{checkpoint}: no config.json; give a checkpoint that `smolconv synth` wrote")
         subprocess.run(smolconv("synth", "--shape", args.shape, "--out", str(checkpoint)), check=True)
     print(f"{args.shape} fixture {checkpoint}; work {work}", flush=True)
-    folders = {bits: work / default_out_dir(checkpoint.name, Bits(bits)).name for bits in args.bits}
+    folders = {bits: work / default_out_dir(checkpoint.name, MlxBits(bits)).name for bits in args.bits}
     if not args.decode_only:
         export_rows(args, checkpoint, folders)
         if args.quality if args.quality is not None else args.shape == "256m":
             quality_rows(args, checkpoint, folders)
     if not args.export_only:
-        decode(args, checkpoint, work / default_out_dir(checkpoint.name, Bits.FOUR).name, work)
+        decode(args, checkpoint, work / default_out_dir(checkpoint.name, MlxBits.FOUR).name, work)
 
 
 def export_rows(args, checkpoint: Path, folders: dict[str, Path]) -> None:
@@ -118,8 +120,9 @@ def quality_rows(args, checkpoint: Path, folders: dict[str, Path]) -> None:
     import numpy as np
     from transformers import AutoTokenizer
 
-    from smolconv.mlx.verify import load_export, load_unquantized, log_softmax, next_token_kld
-    from smolconv.verify import KLD_TEXT
+    from smolconv.formats.mlx.verify import load_export, load_unquantized
+    from smolconv.reference.metrics import log_softmax, next_token_kld
+    from smolconv.reference.prompts import KLD_TEXT
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     text = tokenizer(KLD_TEXT.read_text(), add_special_tokens=False)["input_ids"][:args.kld_tokens]

@@ -7,7 +7,7 @@ Needs about 25 GB of free disk (40 GB with --keep) and 14 GB of memory for the 2
 the real command: `smolconv export-onnx` (every graph, every variant and its verify, in one process), its wall
 time and the peak RSS of its whole process tree (scripts/_measure.py); the goal is a peak RSS of at most twice
 the fp32 graphs' size. `--per-graph` adds the breakdown: each graph's export and each variant of each graph in a
-fresh process (smolconv.onnx.export.export_graph / quantize.make_variant, the functions export-onnx calls), so
+fresh process (smolconv.formats.onnx.export.export_graph / quantize.make_variant, the functions export-onnx calls), so
 every line has its own wall time and peak RSS. Then the `_q4` graphs decode --tokens
 tokens (end of text ignored, greedy) in smolconv's onnxruntime runner, and the Q4_K_M GGUF of the same checkpoint
 (`smolconv build`) decodes the same count in llama-server started by hand; both on this machine's CPU, with
@@ -32,14 +32,14 @@ from pathlib import Path
 from bench_serve import PROMPT, paired_decode, spread
 from benchlib import measure, smolconv
 
-from smolconv.onnx.export import GRAPHS, SIDE_FILES, graph_file
-from smolconv.onnx.quantize import DEFAULT_VARIANTS, VARIANTS
+from smolconv.formats.onnx.export import GRAPHS, SIDE_FILES, graph_file
+from smolconv.formats.onnx.quantize import DEFAULT_VARIANTS, VARIANTS
 
-EXPORT = ("import sys; from pathlib import Path; from smolconv.onnx.export import load_model, export_graph, "
+EXPORT = ("import sys; from pathlib import Path; from smolconv.formats.onnx.export import load_model, export_graph, "
           "graph_file; export_graph(load_model(Path(sys.argv[1]), (sys.argv[2],)), sys.argv[2], "
           "graph_file(Path(sys.argv[3]), sys.argv[2]))")
-VARIANT = ("import sys; from pathlib import Path; from smolconv.onnx.export import graph_file; "
-           "from smolconv.onnx.quantize import make_variant; out = Path(sys.argv[3]); "
+VARIANT = ("import sys; from pathlib import Path; from smolconv.formats.onnx.export import graph_file; "
+           "from smolconv.formats.onnx.quantize import make_variant; out = Path(sys.argv[3]); "
            "make_variant(sys.argv[1], graph_file(out, sys.argv[2]), graph_file(out, sys.argv[2], sys.argv[1]))")
 
 
@@ -50,7 +50,7 @@ def size(path: Path) -> int:
 def onnx_decoder(folder: Path):
     """The `_q4` graphs in smolconv's runner, and the prompt's ids; end of text is ignored (fixture weights), as
     llama-server's ignore_eos does."""
-    from smolconv.onnx.runtime import OnnxVLM
+    from smolconv.formats.onnx.runtime import OnnxVLM
 
     model = OnnxVLM(folder, "q4")
     model.eos_ids = set()
@@ -58,7 +58,7 @@ def onnx_decoder(folder: Path):
 
 
 def onnx_rate(model, ids: list[int], tokens: int) -> float:
-    from smolconv.onnx.runtime import Generation
+    from smolconv.runtime.vlm import Generation
 
     stats = Generation()
     for _token in model.generate(ids, max_tokens=tokens, stats=stats):

@@ -12,10 +12,10 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from smolconv.fixtures.synth import SynthOptions, synth_checkpoint
+from smolconv.llamacpp.toolchain import find_toolchain
 from smolconv.pipeline import BuildOptions, build
 from smolconv.plan import MiB, PlanSettings, build_variants, estimate, measure_llama_server
-from smolconv.synth import SynthOptions, synth_checkpoint
-from smolconv.toolchain import find_toolchain
 
 
 def main() -> None:

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from benchlib import smolconv
 
+from smolconv.llamacpp.toolchain import find_toolchain
 from smolconv.plan import build_variants
-from smolconv.serve import free_port
-from smolconv.toolchain import find_toolchain
+from smolconv.runtime.serve import free_port
 
 PROMPT = "<|im_start|>User: Write a long story about a lighthouse keeper.<end_of_utterance>\nAssistant:"
 

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
+import os
+import platform
 import shutil
 import sys
 import tempfile
@@ -22,11 +25,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from smolconv.builddir import BuildDir
-from smolconv.chat import LlamaServerBackend, Message
-from smolconv.serve import ServeOptions, pick_variant, start_server
-from smolconv.toolchain import find_toolchain
-from smolconv.video import prompt_parts, sample, write_clip
+from smolconv.llamacpp.toolchain import find_toolchain
+from smolconv.media.drawn import write_clip
+from smolconv.media.video import prompt_parts, sample
+from smolconv.record.builddir import BuildDir
+from smolconv.runtime.chat import LlamaServerBackend, Message
+from smolconv.runtime.serve import ServeOptions, pick_variant, start_server
 
 QUESTION = "What moves in this video, and where does it go?"
 LLAMA_SERVER_VIDEO_FPS = 4.0  # mtmd-helper.cpp's default fps_target
@@ -40,7 +44,8 @@ def timed_chat(backend: LlamaServerBackend, messages: list, body: dict | None = 
         return {"prompt_tokens": answer.prompt_tokens, "prompt_s": timings.get("prompt_ms", 0) / 1000,
                 "wall_s": answer.wall_s}
     started = time.monotonic()
-    response = backend.client.post(f"{backend.url}/v1/chat/completions", json=body)
+    # input_video encodes every frame as a tiled photo: minutes on a CPU, past the client's usual timeout.
+    response = backend.client.post(f"{backend.url}/v1/chat/completions", json=body, timeout=3600)
     if response.status_code != 200:
         raise SystemExit(f"llama-server refused input_video: {response.status_code} {response.text[:300]}")
     data = response.json()
@@ -58,6 +63,7 @@ def main() -> int:
     parser.add_argument("--input-video-ctx", type=int, default=8192, help="num_ctx of llama-server's own path")
     parser.add_argument("--size", default="640x360", help="the clip's width x height (16:9 by default)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON (scripts/make_figures.py)")
     args = parser.parse_args()
     if shutil.which("ffmpeg") is None:
         print("llama-server's input_video needs ffmpeg on PATH (apt-get install ffmpeg)", file=sys.stderr)
@@ -67,7 +73,7 @@ def main() -> int:
     build = BuildDir.open(args.build)
     variant = pick_variant(build, args.variant)
     if variant.video_projector_path is None:  # a build from before the video projector: write it, as ask does
-        from smolconv.video_projector import write_video_projector
+        from smolconv.formats.gguf.video_projector import write_video_projector
 
         write_video_projector(build)
         variant = pick_variant(build, variant.name)
@@ -108,6 +114,17 @@ def main() -> int:
           f"{theirs[2]['prompt_tokens'] / theirs[1]:.1f} = "
           f"{(ours[2]['prompt_tokens'] / ours[1]) / (theirs[2]['prompt_tokens'] / theirs[1]):.3f}")
     print(f"seconds per video second, smolconv / input_video: {ours[2]['wall_s'] / theirs[2]['wall_s']:.3f}")
+    if args.json:
+        backend = toolchain.info.get("backend") or "own build"
+        device = f"{platform.machine()}, {os.cpu_count()} cores, llama.cpp {backend}"
+        args.json.write_text(json.dumps({
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": device,
+            "load_average": [round(x, 2) for x in os.getloadavg()], "build": args.build.name,
+            "variant": variant.name, "seconds": args.seconds, "size": f"{width}x{height}",
+            "rows": [{"path": name.split(",")[0], "what": name, "frames": n, "prompt_tokens": r["prompt_tokens"],
+                      "tokens_per_frame": round(r["prompt_tokens"] / n, 1), "wall_s": round(r["wall_s"], 2),
+                      "prompt_s": round(r["prompt_s"], 2), "wall_s_per_video_s": round(r["wall_s"] / args.seconds, 2)}
+                     for name, n, r in rows]}, indent=2) + "\n")
     return 0
 
 

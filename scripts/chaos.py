@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.conftest import descendants, pid_is_running, runs_program
+from tests.helpers import descendants, pid_is_running, runs_program
 
 # Files that are a product of the build (compared byte for byte); verify's and smoke's reports hold timings.
 _REPORTS = ("build.json", "verify.json", "README.md")
@@ -293,7 +293,7 @@ def main() -> int:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="smolconv-chaos-"))
     try:
-        from smolconv.synth import SynthOptions, synth_checkpoint
+        from smolconv.fixtures.synth import SynthOptions, synth_checkpoint
 
         checkpoint = synth_checkpoint(SynthOptions(shape="tiny", out=work / "tiny")).path
         imatrix_text = None

@@ -1,8 +1,8 @@
-"""Regenerate the hardware table in docs/USAGE.md from `smolconv plan --json`.
+"""Regenerate the hardware table in docs/hardware.md from `smolconv plan --json`.
 
 Usage: python scripts/hardware_table.py [--check]   (`make hardware-table`, `make hardware-table-check`)
 
-The table sits between two HTML comments in docs/USAGE.md; everything else in the file is left as it is.
+The table sits between two HTML comments in docs/hardware.md; everything else in the file is left as it is.
 --check exits 1 when the file differs from what plan says now (CI runs it, like modelfiles-check).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from smolconv.plan import format_bytes
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "USAGE.md"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "hardware.md"
 START, END = "<!-- hardware-table:start -->", "<!-- hardware-table:end -->"
 SHAPES = ("256m", "500m", "2.2b")
 TYPES = ("Q4_K_M", "Q5_K_M", "Q8_0", "F16")
@@ -53,7 +53,7 @@ def render() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--check", action="store_true", help="exit 1 when docs/USAGE.md is stale")
+    parser.add_argument("--check", action="store_true", help="exit 1 when docs/hardware.md is stale")
     args = parser.parse_args()
     text = DOC.read_text(encoding="utf-8")
     if START not in text or END not in text:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from smolconv.package import render_examples
+from smolconv.formats.gguf.package import render_examples
 
 ROOT = Path(__file__).resolve().parent.parent
 DEST = ROOT / "modelfiles"

@@ -1,24 +1,21 @@
-"""Shared fixtures. The llama.cpp toolchain is the real one `smolconv setup` builds (once, cached)."""
+"""Shared fixtures and the collection hook. The llama.cpp toolchain is the real one `smolconv setup` builds (once,
+cached). Helpers the tests share (running the CLI, servers, processes, files) are in tests/helpers.py."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-import sys
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from smolconv.models import Layout
-from smolconv.plan import PlanSettings
-from smolconv.serve import free_port
-from smolconv.synth import SynthOptions, synth_checkpoint
-from smolconv.toolchain import SetupOptions, Toolchain, setup_toolchain
-
+from smolconv.core.models import Layout
+from smolconv.fixtures.synth import SynthOptions, synth_checkpoint
+from smolconv.llamacpp.toolchain import SetupOptions, Toolchain, setup_toolchain
+from tests.helpers import FIXTURE_VISION_LAYERS, ONNX_VARIANTS, SHARED_BUILD_SETTINGS, LlamaServers, run_cli
 
 # A test that uses one of these builds llama.cpp, converts, or runs a model: it is `slow`, and `make check`
 # (the tier that needs no llama.cpp build and no model run) leaves it out. Fixtures defined in a test module
@@ -37,11 +34,6 @@ def pytest_collection_modifyitems(config, items):
 def toolchain() -> Toolchain:
     # A no-op when `make setup` already built it; otherwise this builds it (several minutes).
     return setup_toolchain(SetupOptions()).toolchain
-
-
-# The 256m fixtures' random vision tower has 2 of SigLIP's 12 layers: every check reads it the same way at any
-# depth, and encoding the images is most of what an image prompt costs on these CPUs.
-FIXTURE_VISION_LAYERS = 2
 
 
 @pytest.fixture(scope="session")
@@ -71,11 +63,6 @@ def fixture_256m_t5(tmp_path_factory) -> Path:
                                          vision_layers=FIXTURE_VISION_LAYERS)).path
 
 
-# The shared default build plans at most this context. Its smoke fills num_ctx with the long prompt, whose cost
-# grows with the square of the context on a CPU (8192 tokens: over a minute here); every check runs the same at 2048.
-SHARED_BUILD_SETTINGS = PlanSettings(max_ctx=2048)
-
-
 @dataclass
 class CountedBuild:
     """A build and what it read: every Manifest.load (by directory) and each GGUF header read (by file name)."""
@@ -90,9 +77,9 @@ def counted_build_256m(toolchain, fixture_256m, tmp_path_factory) -> CountedBuil
     """`smolconv build` of the 256m fixture with its defaults (F16, Q4_K_M, Q5_K_M, Q8_0, every preset, verify
     and smoke on llama-server) but SHARED_BUILD_SETTINGS, once per test run, counting its reads of the build
     directory as it goes."""
-    from smolconv import builddir
-    from smolconv.manifest import Manifest
     from smolconv.pipeline import BuildOptions, build
+    from smolconv.record import builddir
+    from smolconv.record.manifest import Manifest
 
     loads: list[Path] = []
     reads: Counter = Counter()
@@ -139,83 +126,14 @@ def build_tiny_q4(toolchain, fixture_tiny, tmp_path_factory) -> Path:
     return out
 
 
-# What the shared ONNX export holds: every variant (test_onnx.py measures them; the transformers.js test loads q4).
-ONNX_VARIANTS = ("fp32", "fp16", "quantized", "q4", "q4f16")
-
-
 @pytest.fixture(scope="session")
 def onnx_256m(fixture_256m, tmp_path_factory) -> Path:
     """`export-onnx` of the 256m fixture, once per test run: test_onnx.py and test_transformers_js.py use it."""
-    from smolconv.onnx.export import ExportOptions, export_onnx
+    from smolconv.formats.onnx.export import ExportOptions, export_onnx
 
     out = tmp_path_factory.mktemp("onnx") / "smolvlm2-256m-onnx"
     export_onnx(ExportOptions(str(fixture_256m), out, variants=ONNX_VARIANTS))
     return out
-
-
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the installed CLI as a user would, in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "smolconv", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=1800)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
-    """The CLI refused with exit 2 and one line on stderr that holds every needle; returns the line."""
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert "Traceback" not in result.stderr
-    return lines[0]
-
-
-def wait_for_http(url: str, timeout: float = 120, process: subprocess.Popen | None = None) -> None:
-    """Wait until `url` answers 200; fail at once if `process` (the server) has died."""
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
-
-
-class LlamaServers:
-    """The real llama-server on loopback, one per text model and projector for the whole test run: tests that
-    only ask questions share it (each question sets its own sampling, so none depends on another)."""
-
-    def __init__(self, toolchain: Toolchain) -> None:
-        self.toolchain = toolchain
-        self.running: dict[tuple[Path, Path], tuple[subprocess.Popen, str]] = {}
-
-    def url(self, model: Path, mmproj: Path) -> str:
-        key = (Path(model).resolve(), Path(mmproj).resolve())
-        if key not in self.running:
-            port = free_port()
-            server = subprocess.Popen(
-                [self.toolchain.tool("llama-server"), "-m", model, "--mmproj", mmproj, "--host", "127.0.0.1",
-                 "--port", str(port), "-c", "2048", "--threads", "2"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
-            self.running[key] = (server, f"http://127.0.0.1:{port}")
-            wait_for_http(f"{self.running[key][1]}/health", process=server)
-        server, url = self.running[key]
-        assert server.poll() is None, f"llama-server for {model.name} exited with {server.returncode}"
-        return url
-
-    def close(self) -> None:
-        for server, _ in self.running.values():
-            server.terminate()
-        for server, _ in self.running.values():
-            server.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")
@@ -223,88 +141,6 @@ def llama_servers(toolchain):
     servers = LlamaServers(toolchain)
     yield servers
     servers.close()
-
-
-def chat_with_llama_server(servers: LlamaServers, model: Path, mmproj: Path, question: str,
-                           max_tokens: int = 48, **request: object) -> dict:
-    """Ask `model` + `mmproj` one question on the test run's llama-server for them."""
-    import json
-    import urllib.request
-
-    request = urllib.request.Request(
-        f"{servers.url(model, mmproj)}/v1/chat/completions",
-        data=json.dumps({"messages": [{"role": "user", "content": question}],
-                         "max_tokens": max_tokens, "temperature": 0, **request}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return json.load(response)
-
-
-def write_test_image(path: Path, size: tuple[int, int] = (320, 240)) -> Path:
-    """A small picture with shapes and colours (PIL ships with transformers' dependencies)."""
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", size, (135, 190, 235))
-    draw = ImageDraw.Draw(image)
-    draw.rectangle([0, size[1] * 2 // 3, size[0], size[1]], fill=(60, 140, 60))
-    draw.ellipse([size[0] // 10, size[1] // 10, size[0] // 4, size[1] // 4 + size[0] // 8], fill=(250, 210, 40))
-    draw.rectangle([size[0] // 2, size[1] // 3, size[0] * 3 // 4, size[1] * 2 // 3], fill=(200, 40, 40))
-    image.save(path)
-    return path
-
-
-def child_pids(pid: int) -> list[int]:
-    """Direct child processes of `pid` (Linux /proc), whichever of its threads started them."""
-    import os
-
-    found = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return []  # the process ended (or was reaped) after the caller saw it: it has no children now
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as listing:
-                found += [int(child) for child in listing.read().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            pass  # the thread ended while we looked
-    return found
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process under `pid`, children's children too: a test's own process tree, never the machine's."""
-    found = []
-    for child in child_pids(pid) if pid_is_running(pid) else []:
-        found += [child, *descendants(child)]
-    return found
-
-
-def cmdline(pid: int) -> str:
-    """The command line of `pid`, arguments joined by spaces; "" once it has gone."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError):
-        return ""
-
-
-def runs_program(pid: int, program: str) -> bool:
-    """`pid` runs `program` itself, not smolconv's launcher (`python -I -S …/launcher.py`), whose command line
-    names the program too until it execs it."""
-    from smolconv.process.children import LAUNCHER, SUPERVISOR
-
-    line = cmdline(pid)
-    return program in line and str(LAUNCHER) not in line and str(SUPERVISOR) not in line
-
-
-def pid_is_running(pid: int) -> bool:
-    """The process exists and has not exited (a zombie has)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):  # gone before the open, or between the open and the read
-        return False
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 from gguf import GGUFReader
 
-from smolconv.hashing import sha256_file
+from smolconv.core.hashing import sha256_file
 from smolconv.pipeline import BuildOptions, build
 from tests.adapters import TEXT_ONLY_TARGETS, make_adapter
-from tests.conftest import assert_one_line_error, run_cli
 from tests.fake_ollama import MEDIA_ADAPTER, MEDIA_MODEL, MEDIA_PROJECTOR, FakeOllama
-
+from tests.helpers import assert_one_line_error, invoke
 
 # --------------------------------------------------------------------------------------------------
 # Refused before any long step: one line, exit 2, nothing written
@@ -26,8 +25,8 @@ def tiny_adapter(fixture_tiny, tmp_path_factory) -> Path:
 
 
 def _build_refused(model: Path, adapter: Path, out: Path, *extra: str):
-    result = run_cli("build", str(model), "--adapter", str(adapter), "--out", str(out), "--no-verify", "--no-smoke",
-                     *extra)
+    result = invoke("build", str(model), "--adapter", str(adapter), "--out", str(out), "--no-verify", "--no-smoke",
+                    *extra)
     assert not out.exists(), f"{out} was written: {list(out.rglob('*'))}"
     return result
 
@@ -78,8 +77,8 @@ def test_what_a_gguf_lora_cannot_hold_is_refused_by_name(fixture_tiny, tmp_path,
 
 
 def test_inspect_reads_the_recipe_adapter(fixture_tiny, tiny_adapter):
-    from smolconv.adapter import check_adapter, inspect_adapter
-    from smolconv.checkpoint import inspect_checkpoint
+    from smolconv.source.adapter import check_adapter, inspect_adapter
+    from smolconv.source.checkpoint import inspect_checkpoint
 
     info = inspect_adapter(tiny_adapter)
     check_adapter(info, inspect_checkpoint(fixture_tiny), None, "merge")
@@ -119,7 +118,7 @@ def test_merged_f16_matches_base_plus_adapter_and_is_not_the_base(merged_build):
 
 
 def test_merged_checkpoint_is_complete_float32_and_recorded(merged_build, fixture_256m):
-    from smolconv.checkpoint import inspect_checkpoint
+    from smolconv.source.checkpoint import inspect_checkpoint
 
     result, adapter = merged_build
     out = result.out_dir
@@ -149,7 +148,7 @@ def test_merged_checkpoint_is_complete_float32_and_recorded(merged_build, fixtur
 def test_publishing_a_merged_fine_tune_names_it_and_calls_it_a_finetune(merged_build, tmp_path):
     from huggingface_hub import ModelCard
 
-    from smolconv.publish import PublishOptions, publish
+    from smolconv.hub.publish import PublishOptions, publish
 
     result, _ = merged_build
     base = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"
@@ -215,7 +214,7 @@ def test_package_create_sends_the_adapter_as_an_adapter_layer(gguf_build, tmp_pa
     out = gguf_build.out_dir
     with FakeOllama(version="0.34.0") as fake:  # the last Ollama that creates a model with an ADAPTER
         env = {**os.environ, "OLLAMA_HOST": fake.host, "PATH": str(tmp_path), "HOME": str(tmp_path)}
-        done = run_cli("package", str(out), "--preset", "general", "--create", "--via", "api", env=env)
+        done = invoke("package", str(out), "--preset", "general", "--create", "--via", "api", env=env)
         assert done.returncode == 0, done.stderr
         # The variant's model and its video model, each with the adapter as an adapter layer.
         assert set(fake.state.manifests) == {"text-lora:256m-q8_0", "text-lora:256m-q8_0-video"}
@@ -231,8 +230,8 @@ def test_package_create_of_a_gguf_lora_on_ollama_0_34_1_is_refused_before_any_up
 
     with FakeOllama(version="0.34.1") as fake:  # it refuses such a create too: this must be smolconv's line
         env = {**os.environ, "OLLAMA_HOST": fake.host, "PATH": str(tmp_path), "HOME": str(tmp_path)}
-        refused = run_cli("package", str(gguf_build.out_dir), "--preset", "general", "--create", "--via", "api",
-                          env=env)
+        refused = invoke("package", str(gguf_build.out_dir), "--preset", "general", "--create", "--via", "api",
+                         env=env)
         assert_one_line_error(refused, "Ollama 0.34.1 (the server at", "ADAPTER", "--adapter-format merge", "--lora")
         assert fake.state.uploads == [] and fake.state.creates == []
         assert fake.state.requests == [("GET", "/api/version")]
@@ -241,7 +240,7 @@ def test_package_create_of_a_gguf_lora_on_ollama_0_34_1_is_refused_before_any_up
 def test_publishing_a_gguf_lora_build_ships_the_adapter_file(gguf_build, tmp_path):
     from huggingface_hub import ModelCard
 
-    from smolconv.publish import PublishOptions, publish
+    from smolconv.hub.publish import PublishOptions, publish
 
     published = publish(PublishOptions(gguf_build.out_dir, "you/text-lora-GGUF",
                                        base_model="HuggingFaceTB/SmolVLM2-256M-Video-Instruct",
@@ -273,9 +272,9 @@ def test_modules_to_save_and_trainable_token_rows_are_carried_through_the_merge(
     import numpy as np
     from safetensors import safe_open
 
-    from smolconv.adapter import check_adapter, inspect_adapter
-    from smolconv.checkpoint import inspect_checkpoint
-    from smolconv.merge import MergeOptions, merge
+    from smolconv.source.adapter import check_adapter, inspect_adapter
+    from smolconv.source.checkpoint import inspect_checkpoint
+    from smolconv.source.merge import MergeOptions, merge
 
     rows = [49190, 49279]  # <image> and <end_of_utterance>
     adapter_dir = make_adapter(fixture_tiny, tmp_path / "heads", targets=TEXT_ONLY_TARGETS,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, invoke, run_cli
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def _files(directory: Path) -> list[str]:
 
 
 def _build(checkpoint: Path, out: Path):
-    return run_cli("build", str(checkpoint), "--out", str(out))
+    return invoke("build", str(checkpoint), "--out", str(out))
 
 
 def test_truncated_safetensors(toolchain, checkpoint, tmp_path):
@@ -144,12 +144,12 @@ def test_users_file_is_not_overwritten_without_force(toolchain, checkpoint, tmp_
 
 
 def test_unknown_quant_type(toolchain, checkpoint, tmp_path):
-    result = run_cli("build", str(checkpoint), "--out", str(tmp_path / "out"), "--type", "Q4_K_X")
+    result = invoke("build", str(checkpoint), "--out", str(tmp_path / "out"), "--type", "Q4_K_X")
     assert_one_line_error(result, "llama-quantize has no type Q4_K_X", "Q4_K_M")
 
 
 def test_iq_type_without_imatrix(toolchain, checkpoint, tmp_path):
-    result = run_cli("build", str(checkpoint), "--out", str(tmp_path / "out"), "--type", "iq2_xxs")
+    result = invoke("build", str(checkpoint), "--out", str(tmp_path / "out"), "--type", "iq2_xxs")
     assert_one_line_error(result, "IQ2_XXS need an importance matrix", "--imatrix")
 
 
@@ -159,7 +159,7 @@ def test_iq_type_without_imatrix(toolchain, checkpoint, tmp_path):
 
 def _refused(call, *needles: str) -> None:
     """A stage function refused with a one-line SmolconvError (exit 2) holding every needle."""
-    from smolconv.errors import SmolconvError
+    from smolconv.core.errors import SmolconvError
 
     with pytest.raises(SmolconvError) as info:
         call()
@@ -172,7 +172,7 @@ def _refused(call, *needles: str) -> None:
 def test_decompression_bomb_image(tmp_path):
     from PIL import Image
 
-    from smolconv.images import load_image
+    from smolconv.media.images import load_image
 
     bomb = tmp_path / "bomb.png"
     Image.new("1", (20000, 20000)).save(bomb)  # 400 megapixels in a few kB: refused before decoding
@@ -181,14 +181,14 @@ def test_decompression_bomb_image(tmp_path):
 
 
 def test_empty_image_file(tmp_path):
-    from smolconv.images import load_image
+    from smolconv.media.images import load_image
 
     (tmp_path / "empty.png").write_bytes(b"")
     _refused(lambda: load_image(tmp_path / "empty.png"), "is empty", "JPEG, PNG or WebP")
 
 
 def test_text_file_as_image(tmp_path):
-    from smolconv.images import load_image
+    from smolconv.media.images import load_image
 
     (tmp_path / "notes.jpg").write_text("not a picture")
     _refused(lambda: load_image(tmp_path / "notes.jpg"), "not an image file", "JPEG, PNG or WebP")
@@ -212,7 +212,7 @@ def test_quantize_gguf_with_wrong_magic(toolchain, build_copy):
     f16 = next(build_copy.glob("*-F16.gguf"))
     _damage(f16, magic=True)
     before = _files(build_copy)
-    result = run_cli("quantize", str(build_copy), "--type", "Q5_K_M")
+    result = invoke("quantize", str(build_copy), "--type", "Q5_K_M")
     assert_one_line_error(result, f16.name, "not a readable GGUF file", "magic", "--force")
     assert _files(build_copy) == before
 
@@ -220,7 +220,7 @@ def test_quantize_gguf_with_wrong_magic(toolchain, build_copy):
 def test_plan_gguf_with_truncated_tensor_data(build_copy):
     q4 = next(build_copy.glob("*-Q4_K_M.gguf"))
     _damage(q4)
-    result = run_cli("plan", str(build_copy))
+    result = invoke("plan", str(build_copy))
     assert_one_line_error(result, q4.name, "is truncated", "tensor data", "--force")
 
 
@@ -236,14 +236,14 @@ def test_build_json_edited_into_invalid_json(toolchain, build_copy):
     text = record.read_text()
     record.unlink()
     record.write_text(text.replace('"outputs": {', '"outputs": {,', 1))
-    result = run_cli("package", str(build_copy))
+    result = invoke("package", str(build_copy))
     assert_one_line_error(result, "build.json is not valid JSON", "line", "undo the hand edit")
     assert record.read_text().count('"outputs": {,') == 1  # left as the user left it
 
 
 def test_toolchain_binaries_deleted_after_setup(toolchain, build_copy, tmp_path):
     """A copy of the installed toolchain (links to its binaries) in a cache of its own, one binary removed."""
-    from smolconv.toolchain import MARKER
+    from smolconv.llamacpp.toolchain import MARKER
 
     cache = tmp_path / "cache"
     install = cache / "smolconv" / "llama.cpp" / toolchain.bin_dir.parent.name
@@ -254,7 +254,7 @@ def test_toolchain_binaries_deleted_after_setup(toolchain, build_copy, tmp_path)
         if tool.name != "llama-quantize":
             (install / "bin" / tool.name).symlink_to(tool)
     env = {k: v for k, v in os.environ.items() if k != "SMOLCONV_LLAMA_CPP"} | {"XDG_CACHE_HOME": str(cache)}
-    result = run_cli("quantize", str(build_copy), "--type", "Q5_K_M", env=env)
+    result = invoke("quantize", str(build_copy), "--type", "Q5_K_M", env=env)
     assert_one_line_error(result, "missing llama-quantize", "deleted after setup", "smolconv setup --rebuild")
 
 
@@ -272,7 +272,12 @@ def test_output_on_a_full_disk(toolchain, checkpoint, tmp_path):
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, "-m", "smolconv", "convert", str(checkpoint), "--out", str(out)],
                             capture_output=True, text=True, timeout=600, preexec_fn=limit_file_size)
-    assert_one_line_error(result, "disk is full or a file size limit was reached", "free space")
+    # a full disk is no fault of the input: exit 1, one line naming the folder
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "disk is full or a file size limit was reached" in lines[0] and f"writing to {out}" in lines[0]
+    assert "free space" in lines[0]
     assert not list(out.glob("*.gguf")) and not list(out.glob(".*.partial"))
 
 

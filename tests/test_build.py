@@ -14,13 +14,19 @@ from pathlib import Path
 import pytest
 from gguf import GGUFReader
 
-from smolconv.gguf_header import read_gguf_header
-from smolconv.hashing import sha256_file
-from smolconv.models import END_OF_UTTERANCE_ID
+from smolconv.checks.smoke import CASES
+from smolconv.core.hashing import sha256_file
+from smolconv.core.models import END_OF_UTTERANCE_ID
+from smolconv.llamacpp.gguf_header import read_gguf_header
 from smolconv.pipeline import BuildOptions, build
 from smolconv.plan import build_variants
-from smolconv.smoke import CASES
-from tests.conftest import SHARED_BUILD_SETTINGS, chat_with_llama_server, run_cli, write_test_image
+from tests.helpers import (
+    SHARED_BUILD_SETTINGS,
+    chat_with_llama_server,
+    check_published_folder,
+    run_cli,
+    write_test_image,
+)
 
 pytestmark = pytest.mark.slow
 NAME = "smolvlm2-256m"
@@ -130,9 +136,7 @@ def test_build_ends_with_every_variant_passing_smoke_on_llama_server(built_256m)
 
 
 def test_publish_dry_run_of_a_checked_build_reports_its_numbers(built_256m, tmp_path):
-    from tests.test_publish import check_published_folder
-
-    from smolconv.publish import PublishOptions, publish
+    from smolconv.hub.publish import PublishOptions, publish
 
     base, repo = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct", "someone/SmolVLM2-256M-Video-Instruct-GGUF"
     # In process: the card's plans are made with the build's settings, which the command line cannot give
@@ -168,7 +172,8 @@ def test_build_publish_uploads_last_when_every_check_passed(toolchain, built_256
     assert calls[0] == ("create_repo", "someone/smolvlm2-256m-GGUF", False)
     _, _, files, message = calls[1]
     assert files == sorted([*(f"{NAME}-{v}.gguf" for v in VARIANTS[1:]), f"mmproj-{NAME}-f16.gguf", "template",
-                            "params", "README.md", *(f"{NAME}-{v}.Modelfile" for v in VARIANTS[1:])])
+                            "params", "README.md", "smolconv.json", *(f"{NAME}-{v}.Modelfile" for v in VARIANTS[1:]),
+                            "size-vs-kld.png"])  # the card's picture: verify measured each variant's KLD
     assert message.startswith("smolconv ") and "Q4_K_M, Q5_K_M, Q8_0" in message
     assert not [p for p in out.iterdir() if p.name.startswith(".publish-")]
 
@@ -280,8 +285,8 @@ def test_rerun_with_nothing_changed_redoes_nothing(toolchain, built_256m, fixtur
 def test_a_verify_that_left_checks_out_is_not_reused_for_a_full_one(built_256m, fixture_256m):
     from dataclasses import replace
 
-    from smolconv.builddir import BuildDir
     from smolconv.pipeline import verify_key
+    from smolconv.record.builddir import BuildDir
 
     out = built_256m.out_dir
     options = BuildOptions(model=str(fixture_256m), out_dir=out, settings=SHARED_BUILD_SETTINGS)

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests import fake_nvidia_smi
-from tests.conftest import run_cli
+from tests.helpers import invoke, run_cli
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_doctor_finds_a_running_ollama(toolchain, ollama_version_server):
 
 def test_doctor_fails_with_the_reason_when_the_toolchain_is_missing(tmp_path):
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "empty-cache")}
-    result = run_cli("doctor", env=env)
+    result = invoke("doctor", env=env)
     assert result.returncode == 1
     assert "no llama.cpp toolchain is installed" in result.stderr
     assert "smolconv setup" in result.stderr
@@ -74,7 +74,7 @@ def test_doctor_fails_with_the_reason_when_the_toolchain_is_missing(tmp_path):
 
 # The gpu check against a test double for nvidia-smi (tests/fake_nvidia_smi.py): a shell script printing CSV.
 def test_doctor_reports_compute_capability_and_driver(tmp_path, monkeypatch):
-    from smolconv.doctor import OK, check_gpu
+    from smolconv.checks.doctor import OK, check_gpu
 
     fake_nvidia_smi.install(tmp_path / "bin", monkeypatch, gpus=fake_nvidia_smi.H100)
     check = check_gpu("cuda90")
@@ -89,7 +89,7 @@ def test_doctor_reports_compute_capability_and_driver(tmp_path, monkeypatch):
     (fake_nvidia_smi.RTX_4070, "cpu", "CPU build"),
 ])
 def test_doctor_warns_when_the_toolchain_was_built_for_another_gpu(tmp_path, monkeypatch, gpus, backend, expected):
-    from smolconv.doctor import WARN, check_gpu
+    from smolconv.checks.doctor import WARN, check_gpu
 
     fake_nvidia_smi.install(tmp_path / "bin", monkeypatch, gpus=gpus)
     check = check_gpu(backend)
@@ -98,7 +98,7 @@ def test_doctor_warns_when_the_toolchain_was_built_for_another_gpu(tmp_path, mon
 
 
 def test_doctor_accepts_the_toolchain_built_for_this_gpu(tmp_path, monkeypatch):
-    from smolconv.doctor import OK, check_gpu
+    from smolconv.checks.doctor import OK, check_gpu
 
     fake_nvidia_smi.install(tmp_path / "bin", monkeypatch, gpus=fake_nvidia_smi.RTX_4070)
     assert check_gpu("cuda89").status == OK

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from smolconv.plan import build_variants
-from smolconv.serve import free_port
-from tests.videos import write_clip
-from tests.conftest import wait_for_http, write_test_image
+from smolconv.runtime.serve import free_port
 from tests.fake_ollama import FakeOllama
+from tests.helpers import wait_for_http, write_test_image
+from tests.videos import write_clip
 
 pytestmark = pytest.mark.slow
 

@@ -12,13 +12,13 @@ import sys
 
 import pytest
 
-from smolconv.errors import SmolconvError
-from smolconv.fsutil import staged_dir
+from smolconv.core.errors import SmolconvError
+from smolconv.core.fsutil import staged_dir
 
 _CHILD = """
 import os, shutil, signal, sys
 from pathlib import Path
-from smolconv.fsutil import staged_dir
+from smolconv.core.fsutil import staged_dir
 
 final, point = Path(sys.argv[1]), sys.argv[2]
 replace, rmtree = os.replace, shutil.rmtree

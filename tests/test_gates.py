@@ -21,23 +21,12 @@ from gguf import GGUFReader
 from typer.testing import CliRunner
 
 from smolconv.cli import app
-from smolconv.hashing import sha256_file
-from tests.conftest import run_cli
+from smolconv.core.hashing import sha256_file
+from tests.helpers import DAMAGED_PROJECTOR_TENSOR, linked_build, run_cli
 
 pytestmark = pytest.mark.slow
 NAME = "smolvlm2-256m"
 REPO = "someone/smolvlm2-256m-GGUF"
-DAMAGED_PROJECTOR_TENSOR = "mm.model.fc.weight"
-
-
-def linked_build(build: Path, dest: Path, *, damaged: str | None = None) -> Path:
-    """The build's files as hard links (the shared fixture stays untouched), `damaged` a real copy to change."""
-    shutil.copytree(build, dest, copy_function=os.link, ignore=shutil.ignore_patterns("build.json", "smoke"))
-    shutil.copyfile(build / "build.json", dest / "build.json")
-    if damaged:
-        (dest / damaged).unlink()
-        shutil.copyfile(build / damaged, dest / damaged)
-    return dest
 
 
 def record_as_built(out: Path, name: str) -> None:
@@ -100,7 +89,7 @@ def _hub_calls(monkeypatch) -> list:
 
 @pytest.mark.parametrize("damage", ["wrong answer", "KLD over --max-kld", "damaged projector"])
 def test_build_exits_1_and_does_not_publish_when_a_gate_fails(toolchain, tmp_path, monkeypatch, request, damage):
-    import smolconv.smoke
+    import smolconv.checks.smoke
 
     # The answer and the KL divergence need SmolLM2's real text weights (256m); the projector's check reads the
     # same on the tiny fixture, whose build verifies in a third of the time.
@@ -126,7 +115,7 @@ def test_build_exits_1_and_does_not_publish_when_a_gate_fails(toolchain, tmp_pat
         extra = ["--max-kld", "Q8_0=0.0001",  # measured about 0.005 on this fixture
                  "--skip-check", "vision", "--skip-check", "video"]
     # The text cases only (the image cases take minutes here; the fixture's vision is random, so not judged).
-    monkeypatch.setattr(smolconv.smoke, "CASES", tuple(c for c in smolconv.smoke.CASES
+    monkeypatch.setattr(smolconv.checks.smoke, "CASES", tuple(c for c in smolconv.checks.smoke.CASES
                                                        if c.name in ("text_hello", "text_fact")))
     calls = _hub_calls(monkeypatch)
     result = CliRunner().invoke(app, ["build", str(fixture), "--out", str(out), "--type", variant,

@@ -7,9 +7,9 @@ import shutil
 import pytest
 from gguf import GGUFReader
 
-from smolconv.errors import SmolconvError
-from smolconv.gguf_header import ArrayField, read_gguf_header
-from smolconv.quantize import expected_header
+from smolconv.core.errors import SmolconvError
+from smolconv.formats.gguf.quantize import expected_header
+from smolconv.llamacpp.gguf_header import ArrayField, read_gguf_header
 
 
 def test_every_field_and_tensor_matches_gguf_py(build_256m_q4_q8):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from smolconv.gpu import (
+from smolconv.plan.gpu import (
     GpuInfo,
     MiB,
     arch_problem,
@@ -62,10 +62,10 @@ def test_toolchain_architectures_and_what_a_mismatch_means():
 def test_worst_case_sends_the_largest_image_then_fills_the_context_with_images(tmp_path, monkeypatch):
     # The requests against the fake Ollama daemon (it counts a word as a token and an image as the plan's
     # tokens); the memory from the test-double nvidia-smi, which lists this process.
-    from smolconv.chat import OllamaBackend
-    from smolconv.workload import ANSWER_TOKENS, MARGIN, worst_case
+    from smolconv.checks.workload import ANSWER_TOKENS, MARGIN, worst_case
+    from smolconv.runtime.chat import OllamaBackend
     from tests.fake_ollama import FakeOllama
-    from tests.test_smoke import PROJECTOR_256M
+    from tests.helpers import PROJECTOR_256M
 
     fake_nvidia_smi.install(tmp_path / "bin", monkeypatch, apps=f"{os.getpid()}, 1234")
     with FakeOllama() as fake:

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from smolconv import hashing
-from smolconv.hashing import BackgroundHash, WrittenFileHash, sha256_file
+from smolconv.core import hashing
+from smolconv.core.hashing import BackgroundHash, WrittenFileHash, sha256_file
 
 
 @pytest.mark.parametrize("size", [0, 1, 4096, 3 * 1024 * 1024 + 17])

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from setuptools import find_namespace_packages
 
-from smolconv.errors import SmolconvError
-from smolconv.package import MODELFILE_TEMPLATE, templates_dir
+from smolconv.core.errors import SmolconvError
+from smolconv.core.templates import MODELFILE_TEMPLATE, templates_dir
 
 REPO = Path(__file__).resolve().parent.parent
 SETUPTOOLS = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]

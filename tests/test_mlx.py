@@ -16,20 +16,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smolconv.errors import SmolconvError
-from smolconv.mlx import require_mlx
-from smolconv.mlx.export import (
+from smolconv.core.choices import MlxBits, MlxDtype
+from smolconv.core.errors import SmolconvError
+from smolconv.formats.mlx import require_mlx
+from smolconv.formats.mlx.export import (
     DEFAULT_BITS_LARGE,
     DEFAULT_BITS_SMALL,
     STEP,
-    Bits,
-    Dtype,
     ExportMlxOptions,
     default_bits,
     export_mlx,
     weight_names,
 )
-from tests.conftest import assert_one_line_error
+from tests.helpers import assert_one_line_error
 
 
 def _missing() -> str | None:
@@ -68,7 +67,7 @@ def tiny_fp32(request, tmp_path_factory):
     """(checkpoint, result): a float32, unquantized export of a tiny fixture in each transformers layout."""
     checkpoint = request.getfixturevalue(request.param)
     out = tmp_path_factory.mktemp("mlx") / f"{request.param}-mlx"
-    return checkpoint, export_mlx(ExportMlxOptions(str(checkpoint), out, bits=Bits.NONE, dtype=Dtype.FP32))
+    return checkpoint, export_mlx(ExportMlxOptions(str(checkpoint), out, bits=MlxBits.NONE, dtype=MlxDtype.FP32))
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +79,7 @@ def tiny_q4(fixture_tiny_t5, tmp_path_factory) -> tuple[Path, subprocess.Complet
 
 @needs_mlx
 def test_an_fp32_export_is_transformers_within_the_gate(tiny_fp32):
-    from smolconv.mlx.verify import verify_mlx
+    from smolconv.formats.mlx.verify import verify_mlx
 
     checkpoint, result = tiny_fp32
     out = result.out_dir
@@ -110,12 +109,12 @@ def test_an_fp32_export_is_transformers_within_the_gate(tiny_fp32):
 
 @needs_mlx
 def test_a_rerun_skips_and_reuses_verify(tiny_fp32):
-    from smolconv.mlx.verify import verify_mlx
+    from smolconv.formats.mlx.verify import verify_mlx
 
     checkpoint, first = tiny_fp32
     before = {p.name: p.stat().st_mtime_ns for p in first.files}
     verify_mlx(first.out_dir)
-    again = export_mlx(ExportMlxOptions(str(checkpoint), first.out_dir, bits=Bits.NONE, dtype=Dtype.FP32))
+    again = export_mlx(ExportMlxOptions(str(checkpoint), first.out_dir, bits=MlxBits.NONE, dtype=MlxDtype.FP32))
     assert again.skipped and {p.name: p.stat().st_mtime_ns for p in again.files} == before
     assert again.fixes == first.fixes
     assert verify_mlx(first.out_dir).reused
@@ -124,7 +123,7 @@ def test_a_rerun_skips_and_reuses_verify(tiny_fp32):
 @needs_mlx
 def test_an_export_that_lost_rope_theta_fails_verify(tiny_fp32, tmp_path):
     """The trap smolconv fixes: without text_config.rope_theta mlx-vlm runs RoPE at 1e6 and answers wrongly."""
-    from smolconv.mlx.verify import verify_mlx
+    from smolconv.formats.mlx.verify import verify_mlx
 
     _, result = tiny_fp32
     broken = tmp_path / "broken"
@@ -178,7 +177,9 @@ def test_publish_writes_mlx_communitys_layout_that_mlx_vlm_runs(tiny_q4, tmp_pat
                              "--dry-run", str(folder)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     exported = set(json.loads((out / "build.json").read_text())["steps"][STEP]["outputs"])
-    assert set(_files(folder)) == (exported - {"README.md"}) | {"README.md"}
+    assert set(_files(folder)) == (exported - {"README.md"}) | {"README.md", "smolconv.json"}
+    record = json.loads((folder / "smolconv.json").read_text())
+    assert record["format"] == "mlx" and record["types"] == [] and record["llama_cpp"] is None
     assert not {"build.json", "verify.json"} & set(_files(folder))
     card = ModelCard.load(folder / "README.md")
     assert card.data.library_name == "mlx" and "mlx" in card.data.tags
@@ -233,7 +234,7 @@ def test_verify_on_cpu_dequantizes_the_same_weights(tiny_q4):
     from mlx_vlm.quant_utils import dequantize_model
     from mlx_vlm.utils import load_model
 
-    from smolconv.mlx.verify import load_export
+    from smolconv.formats.mlx.verify import load_export
 
     out, result = tiny_q4
     assert result.returncode == 0, result.stderr
@@ -261,12 +262,13 @@ def test_the_default_bits_keep_a_small_model_answering(export_256m, fixture_256m
     from mlx_vlm.quant_utils import dequantize_model
     from transformers import AutoTokenizer
 
-    from smolconv.mlx.verify import load_export, load_unquantized, log_softmax, next_token_kld
-    from smolconv.verify import DEFAULT_PROMPTS, KLD_TEXT
+    from smolconv.formats.mlx.verify import load_export, load_unquantized
+    from smolconv.reference.metrics import log_softmax, next_token_kld
+    from smolconv.reference.prompts import DEFAULT_PROMPTS, KLD_TEXT
 
     result = export_256m
     assert result.bits is DEFAULT_BITS_SMALL and "135M-parameter decoder" in result.bits_reason
-    assert result.dtype is Dtype.BF16 and result.group_size == 64
+    assert result.dtype is MlxDtype.BF16 and result.group_size == 64
     assert [f.split()[0] for f in result.fixes] == ["text_config.rope_theta", "lm_head.weight"]
     config = json.loads((result.out_dir / "config.json").read_text())
     assert config["tie_word_embeddings"] is False and config["text_config"]["rope_theta"] == 100000.0
@@ -326,12 +328,11 @@ def test_a_video_on_mlx_is_transformers_video_prompt_and_its_greedy_token(tiny_f
     from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    from smolconv.chat import Message
-    from smolconv.mlx.runtime import MlxVLM
-    from smolconv.video import prompt_parts, sample
-    from smolconv.vlm import Sampling
-    from tests.test_video import transformers_frame, transformers_indices, transformers_video_prompt
-    from tests.videos import write_clip
+    from smolconv.formats.mlx.runtime import MlxVLM
+    from smolconv.media.video import prompt_parts, sample
+    from smolconv.runtime.chat import Message
+    from smolconv.runtime.vlm import Sampling
+    from tests.videos import transformers_frame, transformers_indices, transformers_video_prompt, write_clip
 
     checkpoint, result = tiny_fp32
     model = MlxVLM(result.out_dir)
@@ -382,12 +383,12 @@ def test_smoke_and_ask_run_on_the_mlx_backend(tiny_fp32, tmp_path):
 
 @needs_mlx
 def test_an_adapter_is_merged_and_checked_against_peft(fixture_tiny, tmp_path):
-    from smolconv.mlx.verify import verify_mlx
+    from smolconv.formats.mlx.verify import verify_mlx
     from tests.adapters import make_adapter
 
     adapter = make_adapter(fixture_tiny, tmp_path / "tiny-lora")
     out = tmp_path / "out"
-    export_mlx(ExportMlxOptions(str(fixture_tiny), out, bits=Bits.NONE, dtype=Dtype.FP32, adapter=str(adapter)))
+    export_mlx(ExportMlxOptions(str(fixture_tiny), out, bits=MlxBits.NONE, dtype=MlxDtype.FP32, adapter=str(adapter)))
     manifest = json.loads((out / "build.json").read_text())
     assert manifest["adapter"]["name"] == "tiny-lora" and manifest["mlx"]["checkpoint"] == str(out / "merged")
     # Against transformers + peft (unmerged): the export is the fine-tune, vision tower included.

@@ -6,17 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from smolconv.errors import SmolconvError
-from smolconv.package import (
-    ModelfileSpec,
-    Preset,
-    chat_template,
-    load_presets,
-    model_tag,
-    modelfile_quote,
-    render_examples,
-    render_modelfile,
-)
+from smolconv.core.errors import SmolconvError
+from smolconv.core.names import model_tag
+from smolconv.core.templates import Preset, chat_template, load_presets
+from smolconv.formats.gguf.package import ModelfileSpec, modelfile_quote, render_examples, render_modelfile
 from smolconv.plan import plan_for_shape
 from tests.modelfile_parser import parse
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from smolconv.errors import SmolconvError, ToolFailed
-from smolconv.ollama_api import CreateRequest, create_models, creates_adapters
+from smolconv.core.errors import SmolconvError, ToolFailed
+from smolconv.runtime.ollama_api import CreateRequest, create_models, creates_adapters
 from tests import fake_ollama
 from tests.fake_ollama import FakeOllama
 

@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
-from smolconv.chat import Message
-from smolconv.errors import SmolconvError
-from smolconv.images import load_image, write_smoke_images
-from smolconv.onnx.export import GRAPHS, ExportOptions, export_onnx, graph_file
-from smolconv.onnx.runtime import OnnxVLM, Sampling
-from tests.conftest import ONNX_VARIANTS, run_cli
+from smolconv.core.errors import SmolconvError
+from smolconv.formats.onnx.export import GRAPHS, ExportOptions, export_onnx, graph_file
+from smolconv.formats.onnx.runtime import OnnxVLM
+from smolconv.media.drawn import write_smoke_images
+from smolconv.media.images import load_image
+from smolconv.runtime.chat import Message
+from smolconv.runtime.vlm import Sampling
+from tests.helpers import ONNX_VARIANTS, invoke
 
 VARIANTS = ONNX_VARIANTS  # what tests/conftest.py's onnx_256m exports (once per run, shared with other files)
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "onnx_chat.py"
@@ -26,7 +27,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "onnx_chat.py"
 
 @pytest.fixture(scope="module")
 def hf_model(fixture_256m):
-    from smolconv.verify import _load_reference
+    from smolconv.reference.transformers import _load_reference
 
     return _load_reference(fixture_256m)
 
@@ -73,7 +74,7 @@ def test_export_writes_the_published_layout(onnx_256m):
 
 
 def test_build_json_records_every_output_and_a_rerun_skips_them(onnx_256m, fixture_256m):
-    from smolconv.hashing import sha256_file
+    from smolconv.core.hashing import sha256_file
 
     record = json.loads((onnx_256m / "build.json").read_text())
     assert record["onnx"]["opset"] == 17 and "TorchScript" in record["onnx"]["exporter"]
@@ -89,7 +90,7 @@ def test_build_json_records_every_output_and_a_rerun_skips_them(onnx_256m, fixtu
 
 def test_the_cli_reruns_the_export_without_redoing_it(onnx_256m, fixture_256m):
     args = ["export-onnx", str(fixture_256m), "--out", str(onnx_256m), "--no-verify"]
-    result = run_cli(*args, *[a for v in VARIANTS for a in ("--type", v)])
+    result = invoke(*args, *[a for v in VARIANTS for a in ("--type", v)])
     assert result.returncode == 0, result.stderr[-2000:]
     assert "onnx/decoder_model_merged_q4.onnx" in result.stdout
     assert result.stdout.count("reused") == 3 * len(VARIANTS) and "written" not in result.stdout
@@ -114,8 +115,10 @@ def test_fp32_gives_transformers_greedy_tokens(fp32, hf_model):
 
 
 def test_vision_features_match_the_hf_connector(fp32, hf_model, fixture_256m):
-    from smolconv.onnx.verify import cosine, tile_features
-    from smolconv.verify import _test_tile, reference_tile_embeddings
+    from smolconv.formats.onnx.verify import tile_features
+    from smolconv.reference.metrics import cosine
+    from smolconv.reference.prompts import _test_tile
+    from smolconv.reference.transformers import reference_tile_embeddings
 
     tile = _test_tile(512)
     processor = json.loads((fixture_256m / "preprocessor_config.json").read_text())
@@ -161,7 +164,7 @@ def test_a_plain_onnxruntime_loop_loads_the_folder(onnx_256m):
 def test_numpy_preprocessing_matches_transformers(fp32, images):
     from PIL import Image
 
-    from smolconv.onnx.preprocess import NumpyImageProcessor
+    from smolconv.runtime.preprocess import NumpyImageProcessor
 
     for key in ("scene_png", "large_jpeg"):
         with Image.open(images[key]) as image:
@@ -171,7 +174,7 @@ def test_numpy_preprocessing_matches_transformers(fp32, images):
 
 
 def test_the_runner_writes_image_features_over_the_image_rows(fp32, images):
-    from smolconv.onnx.preprocess import Tiles, image_prompt
+    from smolconv.runtime.preprocess import Tiles, image_prompt
 
     full, _ = fp32.prompt([Message.of("user", "Describe this image.", [load_image(images["scene_png"])])])
     assert full.count(fp32.image_token_id) == 5 * 64  # 4 tiles and the overview
@@ -188,7 +191,7 @@ def test_the_runner_writes_image_features_over_the_image_rows(fp32, images):
 
 
 def test_variants_load_and_are_measured_against_fp32(onnx_256m, fixture_256m):
-    from smolconv.onnx.verify import verify_onnx
+    from smolconv.formats.onnx.verify import verify_onnx
 
     report = verify_onnx(onnx_256m, fixture_256m, tokens=128)
     assert report.passed, report.failures
@@ -204,7 +207,7 @@ def test_variants_load_and_are_measured_against_fp32(onnx_256m, fixture_256m):
 
 
 def test_smoke_runs_on_the_onnx_backend(onnx_256m, tmp_path):
-    from smolconv.smoke import SmokeOptions, smoke
+    from smolconv.checks.smoke import SmokeOptions, smoke
 
     options = SmokeOptions(str(onnx_256m), backend="onnx", types=("quantized",), report_dir=tmp_path,
                            cases=("text_fact", "image_png", "corrupt_image"), strict=True)
@@ -231,14 +234,14 @@ def test_example_streams_an_answer_without_torch(onnx_256m, images):
 
 
 def test_unknown_variant_is_refused_before_anything_is_written(fixture_256m, tmp_path):
-    result = run_cli("export-onnx", str(fixture_256m), "--out", str(tmp_path / "out"), "--type", "q3")
+    result = invoke("export-onnx", str(fixture_256m), "--out", str(tmp_path / "out"), "--type", "q3")
     assert result.returncode == 2 and "unknown ONNX variant 'q3'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
 
 def test_a_missing_checkpoint_is_refused_in_one_line(tmp_path):
-    result = run_cli("export-onnx", str(tmp_path / "nope"), "--out", str(tmp_path / "out"))
+    result = invoke("export-onnx", str(tmp_path / "nope"), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "neither a local directory nor a Hub id" in result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -254,7 +257,7 @@ def test_a_users_file_is_not_replaced_without_force(fixture_256m, tmp_path):
 
 @pytest.mark.slow  # exports and runs the graphs in onnxruntime
 def test_an_adapter_is_merged_before_export_and_checked_against_peft(fixture_tiny, tmp_path):
-    from smolconv.onnx.verify import verify_onnx
+    from smolconv.formats.onnx.verify import verify_onnx
     from tests.adapters import make_adapter
 
     adapter = make_adapter(fixture_tiny, tmp_path / "tiny-lora")
@@ -282,7 +285,7 @@ def test_an_adapter_for_another_model_is_refused_before_export(fixture_tiny, fix
 def test_a_missing_extra_names_the_install_command(monkeypatch):
     import builtins
 
-    from smolconv.onnx import require_onnx
+    from smolconv.formats.onnx import require_onnx
 
     real_import = builtins.__import__
 
@@ -309,7 +312,7 @@ def test_tensors_written_one_file_each_are_merged_into_one_data_file(tmp_path):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from smolconv.onnx.export import merge_external_data
+    from smolconv.formats.onnx.export import merge_external_data
 
     rng = np.random.default_rng(0)
     weights = [rng.standard_normal((64, 64)).astype(np.float32) for _ in range(3)]
@@ -343,7 +346,7 @@ def test_a_graph_with_external_data_is_quantized_into_its_own_data_file(tmp_path
     from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from smolconv.onnx.quantize import make_variant
+    from smolconv.formats.onnx.quantize import make_variant
 
     rng = np.random.default_rng(0)
     table, weight = rng.standard_normal((256, 64)).astype(np.float32), rng.standard_normal((64, 64)).astype(np.float32)
@@ -381,7 +384,7 @@ def test_each_graph_loads_only_its_own_weights_and_the_same_values(fixture_tiny,
     import torch
     from transformers import AutoConfig, SmolVLMForConditionalGeneration
 
-    from smolconv.onnx.export import load_model
+    from smolconv.formats.onnx.export import load_model
 
     checkpoint = fixture_tiny
     if tied:  # the tiny fixture's config with the head tied, saved as transformers saves it (no lm_head tensor)
@@ -411,9 +414,9 @@ def test_the_vision_graph_takes_patches_that_do_not_divide_the_tile(fixture_tiny
     import torch
     from transformers import AutoConfig, SmolVLMForConditionalGeneration
 
-    from smolconv.onnx.export import export_graph
-    from smolconv.onnx.verify import cosine
-    from smolconv.verify import reference_tile_embeddings
+    from smolconv.formats.onnx.export import export_graph
+    from smolconv.reference.metrics import cosine
+    from smolconv.reference.transformers import reference_tile_embeddings
 
     config = AutoConfig.from_pretrained(fixture_tiny)
     config.vision_config.patch_size, config.vision_config.image_size, config.scale_factor = 14, 130, 3
@@ -430,7 +433,7 @@ def test_the_vision_graph_takes_patches_that_do_not_divide_the_tile(fixture_tiny
 
 
 def test_the_onnx_verify_gates_decide_the_result():
-    from smolconv.onnx.verify import OnnxVerifyReport, TextResult
+    from smolconv.formats.onnx.verify import OnnxVerifyReport, TextResult
 
     good = OnnxVerifyReport([TextResult("a", 3, 1e-11, True)], vision_cosine=0.99999, vision_nmse=1e-9)
     assert good.passed and good.failures == []

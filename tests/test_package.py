@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from smolconv.ollama_api import cli_create_command, parse_cli_version
-from tests.conftest import free_port, run_cli
+from smolconv.runtime.ollama_api import cli_create_command, parse_cli_version
 from tests.fake_ollama import MEDIA_MODEL, MEDIA_PROJECTOR, FakeOllama
+from tests.helpers import free_port, invoke
 from tests.modelfile_parser import parse
 
 pytestmark = pytest.mark.slow
@@ -47,8 +47,8 @@ def test_package_create_uploads_each_blob_once_and_creates_every_model(build_256
     text_q4, text_q8 = out / "smolvlm2-256m-Q4_K_M.gguf", out / "smolvlm2-256m-Q8_0.gguf"
     projector = out / "mmproj-smolvlm2-256m-f16.gguf"
     with FakeOllama() as fake:
-        result = run_cli("package", str(out), "--preset", "general", "--preset", "ocr", "--create",
-                         env=_env(fake.host, tmp_path))
+        result = invoke("package", str(out), "--preset", "general", "--preset", "ocr", "--create",
+                        env=_env(fake.host, tmp_path))
         assert result.returncode == 0, result.stderr
         # Four files, each uploaded once, with the digest of its bytes; the projectors are shared, and the video
         # model of each variant shares its text blob.
@@ -76,7 +76,7 @@ def test_package_create_uploads_each_blob_once_and_creates_every_model(build_256
 
         # Again: the server has every blob, so nothing is uploaded.
         uploads = len(fake.state.uploads)
-        again = run_cli("package", str(out), "--preset", "general", "--create", env=_env(fake.host, tmp_path))
+        again = invoke("package", str(out), "--preset", "general", "--create", env=_env(fake.host, tmp_path))
         assert again.returncode == 0, again.stderr
         assert len(fake.state.uploads) == uploads
         assert "0 files uploaded, 4 already there" in again.stdout
@@ -90,8 +90,8 @@ def test_package_create_uploads_each_blob_once_and_creates_every_model(build_256
 def test_ollama_absent_down_or_too_old_is_one_line(build_256m_q4_q8, tmp_path, case, expected):
     if case == "old":
         with FakeOllama(version="0.29.1") as fake:
-            result = run_cli("package", str(build_256m_q4_q8), "-p", "general", "--create",
-                             env=_env(fake.host, tmp_path))
+            result = invoke("package", str(build_256m_q4_q8), "-p", "general", "--create",
+                            env=_env(fake.host, tmp_path))
             assert fake.state.uploads == [] and fake.state.creates == []
     else:
         host = None if case == "absent" else f"http://127.0.0.1:{free_port()}"
@@ -104,14 +104,14 @@ def test_ollama_absent_down_or_too_old_is_one_line(build_256m_q4_q8, tmp_path, c
                 pytest.skip("something answers at Ollama's default port on this machine")
             except httpx.HTTPError:
                 pass
-        result = run_cli("package", str(build_256m_q4_q8), "-p", "general", "--create", env=_env(host, tmp_path))
+        result = invoke("package", str(build_256m_q4_q8), "-p", "general", "--create", env=_env(host, tmp_path))
     assert result.returncode != 0
     assert result.stderr.startswith("error:") and result.stderr.count("\n") == 1, result.stderr
     assert expected in result.stderr
 
 
 def test_package_without_create_prints_the_commands(build_256m_q4_q8):
-    result = run_cli("package", str(build_256m_q4_q8), "-p", "vqa")
+    result = invoke("package", str(build_256m_q4_q8), "-p", "vqa")
     assert result.returncode == 0, result.stderr
     assert "ollama create smolvlm2:256m-q8_0-vqa -f" in result.stdout
 
@@ -120,10 +120,10 @@ def test_a_modelfile_the_user_wrote_is_not_replaced(build_256m_q4_q8):
     mine = build_256m_q4_q8 / "smolvlm2-256m-q8_0-caption.Modelfile"
     mine.write_text("FROM ./mine.gguf\n")
     try:
-        result = run_cli("package", str(build_256m_q4_q8), "-p", "caption")
+        result = invoke("package", str(build_256m_q4_q8), "-p", "caption")
         assert result.returncode == 2 and "--force" in result.stderr
         assert mine.read_text() == "FROM ./mine.gguf\n"
-        assert run_cli("package", str(build_256m_q4_q8), "-p", "caption", "--force").returncode == 0
+        assert invoke("package", str(build_256m_q4_q8), "-p", "caption", "--force").returncode == 0
         assert "PARAMETER stop" in mine.read_text()
     finally:
         mine.unlink(missing_ok=True)
@@ -144,15 +144,16 @@ def test_a_modelfile_left_claimed_by_a_killed_run_is_recorded_by_the_next(build_
     # finds the same text there and must still record it (scripts/chaos.py found this).
     import json
 
-    from smolconv.manifest import Manifest
+    from smolconv.record.manifest import Manifest
 
     out = build_256m_q4_q8
     manifest = Manifest.load(out)
     name = "smolvlm2-256m-q4_K_M.Modelfile"
-    recorded = manifest.data["outputs"][name]
-    assert recorded["sha256"] and (out / name).is_file()
-    manifest.data["outputs"][name] = {"step": "claimed"}
-    manifest.save()
-    result = run_cli("package", str(out), "--preset", "general")
+    recorded = manifest.output(name)
+    assert recorded.sha256 and (out / name).is_file()
+    manifest.forget_outputs([name])
+    manifest.claim(out / name)  # leaves {"step": "claimed"}, and saves
+    assert json.loads((out / "build.json").read_text())["outputs"][name] == {"step": "claimed"}
+    result = invoke("package", str(out), "--preset", "general")
     assert result.returncode == 0, result.stderr
-    assert json.loads((out / "build.json").read_text())["outputs"][name] == recorded
+    assert json.loads((out / "build.json").read_text())["outputs"][name] == recorded.to_dict()

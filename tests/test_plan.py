@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 from gguf import GGUFReader
 
-from smolconv.errors import SmolconvError
-from smolconv.models import get_shape
+from smolconv.core.errors import SmolconvError
+from smolconv.core.models import get_shape
 from smolconv.plan import (
     GiB,
     MiB,
@@ -26,15 +26,15 @@ from smolconv.plan import (
     plan_variant,
     read_projector,
 )
-from tests.conftest import FIXTURE_VISION_LAYERS, run_cli
+from tests.helpers import FIXTURE_VISION_LAYERS, invoke, run_cli
 
 
 def test_plan_2p2b_prints_a_table_without_any_download():
-    result = run_cli("plan", "2.2b", "--vram", "8GiB")
+    result = invoke("plan", "2.2b", "--vram", "8GiB")
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
     assert [row.split("│")[1].strip() for row in rows] == ["Q4_K_M", "Q5_K_M", "Q8_0"]
-    data = json.loads(run_cli("plan", "2.2b", "--json").stdout)
+    data = json.loads(invoke("plan", "2.2b", "--json").stdout)
     assert [d["variant"] for d in data] == ["Q4_K_M", "Q5_K_M", "Q8_0"]
     for d in data:
         assert d["estimated_from_config"] and d["fits"] and d["num_gpu"] == 25 and d["num_ctx"] == 8192
@@ -53,7 +53,7 @@ H100_FITTED_MIB = {"Q4_K_M": 4195, "Q5_K_M": 4342, "Q8_0": 4910}
 
 
 def test_plan_2p2b_stays_at_or_above_the_h100_readings_it_was_fitted_to():
-    result = run_cli("plan", "2.2b", "--vram", "8GiB", "--json")
+    result = invoke("plan", "2.2b", "--vram", "8GiB", "--json")
     assert result.returncode == 0, result.stderr
     data = {d["variant"]: d for d in json.loads(result.stdout)}
     assert set(data) == set(H100_FITTED_MIB)
@@ -165,7 +165,7 @@ def test_parse_size_refuses_nonsense(text):
 def test_bad_plan_input_is_one_line_and_exit_2(tmp_path):
     for args in (["plan", "9b"], ["plan", "2.2b", "--vram", "8XB"], ["plan", "2.2b", "--kv-type", "q4"],
                  ["plan", str(tmp_path)], ["plan", "2.2b", "--vram", "512MiB"]):
-        result = run_cli(*args)
+        result = invoke(*args)
         assert result.returncode == 2, args
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("error:"), result.stderr
 

@@ -1,7 +1,7 @@
 """`smolconv publish`: the folder `--dry-run` writes, read back as the Hub, Ollama and Go would; Hub errors in one line.
 
 The card of a build with verify and smoke records is checked in test_build.py (its module build has them), with
-`check_published_folder` from here.
+the same `check_published_folder` (tests/helpers.py).
 """
 
 from __future__ import annotations
@@ -20,13 +20,10 @@ from huggingface_hub.utils import hf_raise_for_status
 from transformers.utils.chat_template_utils import render_jinja_template
 from typer.testing import CliRunner
 
-from smolconv.hashing import sha256_file
-from smolconv.models import CHAT_TEMPLATE
-from smolconv.package import templates_dir
-from smolconv.publish import PublishOptions, publish
-from tests.conftest import run_cli
-from tests.modelfile_parser import parse
-from tests.test_template import CONVERSATIONS, ollama_messages, render_with_go
+from smolconv.core.models import CHAT_TEMPLATE
+from smolconv.core.templates import templates_dir
+from smolconv.hub.publish import PublishOptions, publish
+from tests.helpers import CONVERSATIONS, check_published_folder, invoke, ollama_messages, render_with_go, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -34,140 +31,6 @@ REPO = "someone/SmolVLM2-256M-Video-Instruct-GGUF"
 BASE = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"
 NAME = BASE.split("/")[1]
 SECRET = "hf_secretvalue"
-# ggml-org's names (ggml-org/SmolVLM2-2.2B-Instruct-GGUF): <Name>-<TYPE>.gguf and mmproj-<Name>-<f16|Q8_0>.gguf.
-GGUF_NAME = re.compile(r"^(?P<name>.+)-(?P<type>(?:[IT]?Q\d\w*)|F16|BF16|F32)\.gguf$")
-MMPROJ_NAME = re.compile(r"^mmproj-(?P<name>.+)-(?:f16|bf16|f32|Q8_0)\.gguf$")
-# A number standing on its own in the card (not part of Q4_K, SmolVLM2-256M, a commit or a file name).
-NUMBER = re.compile(r"(?<![\w.\-/:])\d+(?:\.\d+)?(?:e[-+]\d+)?(?![\w\-/:]|\.\d)")
-
-
-def _rows(body: str, header: str) -> list[list[str]]:
-    """The cells of the markdown table whose header row starts with `| header |`."""
-    lines = body.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {header} |"))
-    rows = []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip("|").split("|")])
-    return rows
-
-
-def check_published_folder(build: Path, folder: Path, repo: str, base: str, types: tuple[str, ...]) -> None:
-    """Everything in a publish folder against the build it came from; every number in the card against build.json."""
-    manifest = json.loads((build / "build.json").read_text())
-    name = base.split("/")[1]
-    presets = tomllib.loads((templates_dir() / "presets.toml").read_text())
-    files = sorted(p.name for p in folder.iterdir())
-    ggufs = [f"{name}-{t}.gguf" for t in types]
-    assert files == sorted([*ggufs, f"mmproj-{name}-f16.gguf", "template", "params", "README.md",
-                            *(f"{name}-{t}.Modelfile" for t in types)])
-    for file in files:
-        if file.endswith(".gguf"):
-            match = GGUF_NAME.match(file) or MMPROJ_NAME.match(file)
-            assert match and match["name"] == name, file
-
-    # The GGUF files are the build's, byte for byte.
-    build_files = {t: f"smolvlm2-256m-{t}.gguf" for t in types}
-    for t in types:
-        assert sha256_file(folder / f"{name}-{t}.gguf") == manifest["outputs"][build_files[t]]["sha256"]
-    assert sha256_file(folder / f"mmproj-{name}-f16.gguf") == manifest["outputs"]["mmproj-smolvlm2-256m-f16.gguf"][
-        "sha256"]
-
-    # template: the TEMPLATE of the build's own Modelfile, and of the Modelfiles in the repo.
-    template = (folder / "template").read_text()
-    for modelfile in [build / "smolvlm2-256m-q4_K_M.Modelfile", *(folder / f"{name}-{t}.Modelfile" for t in types)]:
-        commands = parse(modelfile.read_text())
-        assert dict(c for c in commands if c[0] == "template")["template"] == template
-    for t in types:
-        froms = [v for n, v in parse((folder / f"{name}-{t}.Modelfile").read_text()) if n == "model"]
-        assert froms == [f"./{name}-{t}.gguf", f"./mmproj-{name}-f16.gguf"]
-
-    # params: what Ollama reads from the repo (JSON), the general preset and the plan's smallest context.
-    params = json.loads((folder / "params").read_text())
-    plans = manifest["package"]["plans"]
-    assert params == {"stop": ["<end_of_utterance>"], **presets["general"]["parameters"],
-                      "num_ctx": min(plans[t]["num_ctx"] for t in types)}
-
-    # The card's YAML header, as the Hub reads it.
-    card = ModelCard.load(folder / "README.md")
-    assert card.data.base_model == base and card.data.base_model_relation == "quantized"
-    assert card.data.license == "apache-2.0" and card.data.pipeline_tag == "image-text-to-text"
-    assert set(card.data.tags) == {"gguf", "llama.cpp", "ollama", "smolvlm2"}
-    body = card.text
-    for command in (f"ollama run hf.co/{repo}:Q4_K_M", f"llama-server -hf {repo}:Q4_K_M",
-                    f"ollama create {name.lower().split('-')[0]}:", f"-f {name}-Q4_K_M.Modelfile"):
-        assert command in body
-    if source_revision := manifest["source"].get("revision"):
-        assert source_revision in body
-    assert manifest["source"]["path"] not in body  # a local checkpoint is named, its place on disk stays private
-
-    # Every number in the card body, against build.json.
-    accounted = {"99"}  # the "99% KLD" column header
-    steps = manifest["steps"]
-    for row in _rows(body, "file"):
-        file = row[0].strip("`").split("`")[0]
-        if file.startswith("mmproj-"):
-            size = manifest["outputs"]["mmproj-smolvlm2-256m-f16.gguf"]["size"]
-            assert row[1] == f"{size / 2**20:.1f}"
-            accounted.add(row[1])
-            continue
-        qtype = GGUF_NAME.match(file)["type"]
-        report = steps[f"quantize:{qtype}"]["report"]
-        assert row[1] == f"{report['size'] / 2**20:.1f}" and row[2] == f"{report['bits_per_weight']:.2f}"
-        mix = re.findall(r"(\w+) ([\d.]+)% \((\d+) tensors\)", row[3])
-        assert {t for t, _, _ in mix} == set(report["weight_share"])
-        for kind, share, count in mix:
-            assert abs(float(share) - 100 * report["weight_share"][kind]) < 0.051
-            assert int(count) == report["tensor_types"][kind]
-            accounted |= {share, count}
-        accounted |= {row[1], row[2]}
-        assert report["summary"] in body  # the honest sentence: what fell back, what most of it really is
-        accounted |= set(NUMBER.findall(report["summary"]))
-    for row in _rows(body, "variant | num_ctx"):
-        plan = plans[row[0]]
-        assert row[1] == str(plan["num_ctx"]) and row[2] == f"{plan['num_gpu']} of {plan['layers']}"
-        assert row[3] == ("GPU" if plan["projector_on_gpu"] else "CPU")
-        assert row[5] == ("yes" if plan["fits"] else "partly")
-        total = plan["memory"]["total"]
-        assert row[4] in (f"{total / 2**30:.2f} GiB", f"{total / 2**20:.0f} MiB")
-        accounted |= {row[1], str(plan["num_gpu"]), str(plan["layers"]), row[4].split()[0]}
-    assert f"sets num_ctx {params['num_ctx']}" in body
-    settings = manifest["package"]["settings"]
-    assert f"for {settings['vram'] / 2**30:.2f} GiB of VRAM ({settings['reserve'] / 2**20:.0f} MiB kept free" in body
-    accounted |= {f"{settings['vram'] / 2**30:.2f}", f"{settings['reserve'] / 2**20:.0f}", manifest["smolconv"]}
-    verify = manifest.get("verify")
-    if verify:
-        assert f"largest NMSE {verify['text']['max_nmse']:.2e}, same top-1 token on {verify['text']['top1_agree']}" \
-            in body
-        assert f"one tile: NMSE {verify['vision']['nmse']:.2e}" in body
-        accounted |= {f"{verify['text']['max_nmse']:.2e}", f"{verify['vision']['nmse']:.2e}"}
-        kld = {k["variant"]: k for k in verify["kld"]["variants"]}
-        rows = _rows(body, "variant | mean KLD against F16")
-        assert {row[0] for row in rows} == set(kld)
-        for row in rows:
-            k = kld[row[0]]
-            assert row[1:4] == [f"{k['mean_kld']:.4f}", f"{k['kld_p99']:.4f}", f"{100 * k['same_top']:.1f}"]
-            accounted |= set(row[1:4]) | set(NUMBER.findall(row[4]))
-            assert row[4] == ("not gated" if k["gate"] is None else f"≤ {k['gate']}")
-    else:
-        assert "`smolconv verify` was not run on this build." in body
-    # The published variants' smoke records (a build's video case ran on its video projector, which is not
-    # published: the repo's mmproj is the image projector).
-    smoke = {key: record for key, record in manifest.get("smoke", {}).items() if key.partition(":")[0] in types}
-    if smoke:
-        rows = _rows(body, "variant | backend")
-        assert {f"{row[0]}:{row[1]}" for row in rows} == set(smoke)
-        for row in rows:
-            record = smoke[f"{row[0]}:{row[1]}"]
-            assert row[2] == ("passed" if record["passed"] else f"failed: {', '.join(record['failed'])}")
-            assert row[3] == ("" if record["decode_tps"] is None else f"{record['decode_tps']:.1f}")
-            assert row[4] == ("" if record["ttft_s"] is None else f"{record['ttft_s']:.2f}")
-            accounted |= set(row[3:5])
-    else:
-        assert "`smolconv smoke` was not run on this build." in body
-    found = set(NUMBER.findall(body))
-    assert found <= accounted, f"numbers in the card that build.json does not account for: {found - accounted}"
 
 
 @pytest.fixture(scope="module")
@@ -315,11 +178,11 @@ def test_hub_refusals_are_one_line(build_256m_q4_q8, monkeypatch, failing, statu
 
 
 def test_bad_repo_and_an_existing_folder_are_one_line(build_256m_q4_q8, tmp_path):
-    _one_line(run_cli("publish", str(build_256m_q4_q8), "--repo", "no-slash", "--dry-run", str(tmp_path / "x")),
+    _one_line(invoke("publish", str(build_256m_q4_q8), "--repo", "no-slash", "--dry-run", str(tmp_path / "x")),
               "USER/NAME")
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "mine.txt").write_text("keep")
-    _one_line(run_cli("publish", str(build_256m_q4_q8), "--repo", REPO, "--dry-run", str(tmp_path / "taken")),
+    _one_line(invoke("publish", str(build_256m_q4_q8), "--repo", REPO, "--dry-run", str(tmp_path / "taken")),
               "already exists", "--force")
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["mine.txt"]
 
@@ -345,3 +208,41 @@ def test_the_card_says_why_a_projector_could_not_be_compared(build_256m_q4_q8, t
     card = ModelCard.load(publish(PublishOptions(build, REPO, dry_run=tmp_path / "repo")).folder / "README.md")
     assert ("- Vision projector: not compared (this llama.cpp does not write projector embeddings "
             "(MTMD_DEBUG_EMBEDDINGS))." in card.text)
+
+
+def test_the_card_shows_its_own_variants_size_against_kld(build_256m_q4_q8, tmp_path):
+    """The picture publish draws for the card: this build's variants, from its verify record; none without KLD."""
+    from PIL import Image
+
+    from smolconv.hub.picture import PICTURE_NAME
+
+    verified = {"passed": True, "skipped": [], "text": {"max_nmse": 3.25e-07, "top1_agree": 5},
+                "vision": {"checked": True, "nmse": 2.9e-07},
+                "kld": {"f16_ppl": 42.97, "variants": [
+                    {"variant": "Q4_K_M", "mean_kld": 0.0653, "kld_p99": 0.4153, "same_top": 0.8618, "gate": None},
+                    {"variant": "Q8_0", "mean_kld": 0.0045, "kld_p99": 0.0218, "same_top": 0.9608, "gate": None}]}}
+    build = _linked_copy(build_256m_q4_q8, tmp_path / "build", verify=verified)
+    folder = publish(PublishOptions(build, REPO, dry_run=tmp_path / "repo")).folder
+    card = ModelCard.load(folder / "README.md")
+    assert f"]({PICTURE_NAME})" in card.text
+    with Image.open(folder / PICTURE_NAME) as picture:
+        assert picture.format == "PNG" and picture.size == (760, 440)
+        drawn = picture.tobytes()
+    record = json.loads((folder / "smolconv.json").read_text())
+    assert PICTURE_NAME in record["files"]  # part of what `smolconv batch` compares
+
+    # Another build's numbers: another picture (a point moved); the same numbers: the same bytes.
+    moved = {**verified, "kld": {**verified["kld"], "variants": [
+        {**verified["kld"]["variants"][0], "mean_kld": 0.03}, verified["kld"]["variants"][1]]}}
+    other = _linked_copy(build_256m_q4_q8, tmp_path / "other", verify=moved)
+    other_folder = publish(PublishOptions(other, REPO, dry_run=tmp_path / "other-repo")).folder
+    with Image.open(other_folder / PICTURE_NAME) as picture:
+        assert picture.tobytes() != drawn
+    again = publish(PublishOptions(build, REPO, dry_run=tmp_path / "again", force=True)).folder
+    assert (again / PICTURE_NAME).read_bytes() == (folder / PICTURE_NAME).read_bytes()
+
+    skipped = _linked_copy(build_256m_q4_q8, tmp_path / "skipped",
+                           verify={**verified, "skipped": ["kld"], "kld": {"f16_ppl": None, "variants": []}})
+    bare = publish(PublishOptions(skipped, REPO, dry_run=tmp_path / "bare")).folder
+    assert not (bare / PICTURE_NAME).exists()
+    assert PICTURE_NAME not in (bare / "README.md").read_text()

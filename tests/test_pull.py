@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from smolconv.errors import SmolconvError
-from smolconv.pull import PullOptions, pull, resolve_model
-from tests.conftest import assert_one_line_error, free_port, run_cli
+from smolconv.core.errors import SmolconvError
+from smolconv.source.pull import PullOptions, pull, resolve_model
+from tests.helpers import assert_one_line_error, free_port, run_cli
 
 REPO = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from smolconv.errors import ToolFailed
-from smolconv.runner import Beside, run_tool
-from tests.conftest import pid_is_running
+from smolconv.core.errors import ToolFailed
+from smolconv.process.runner import Beside, run_tool
+from tests.helpers import pid_is_running
 
 
 def test_output_is_streamed_and_kept():
@@ -52,7 +52,7 @@ def test_a_server_left_running_is_stopped_when_smolconv_exits():
     """An error (or Ctrl-C) that skips the caller's own stop must not leave a server holding the GPU."""
     program = textwrap.dedent("""
         import sys
-        from smolconv.runner import ServerProcess
+        from smolconv.process.runner import ServerProcess
         server = ServerProcess([sys.executable, "-c", "import time; time.sleep(600)"], what="a test server", fix="")
         print(server.process.pid, flush=True)
         raise KeyboardInterrupt  # as Ctrl-C would, without anyone calling server.stop()
@@ -71,7 +71,7 @@ def test_a_stop_signal_that_python_swallows_is_raised_again():
     """
     program = textwrap.dedent("""
         import signal, time, weakref
-        from smolconv.runner import Interrupted, install_stop_handlers
+        from smolconv.process.runner import Interrupted, install_stop_handlers
         install_stop_handlers()
         class Thing: pass
         thing = Thing()

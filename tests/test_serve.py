@@ -15,8 +15,8 @@ import urllib.request
 import pytest
 
 from smolconv.plan import PlanSettings, build_variants, plan_variant
-from smolconv.serve import free_port
-from tests.conftest import child_pids, pid_is_running, wait_for_http
+from smolconv.runtime.serve import free_port
+from tests.helpers import child_pids, pid_is_running, wait_for_http
 
 pytestmark = pytest.mark.slow
 

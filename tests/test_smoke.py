@@ -6,25 +6,26 @@ import base64
 
 import pytest
 
-from tests.fake_ollama import FakeOllama
-from smolconv.errors import SmolconvError
-from smolconv.images import load_image, write_smoke_images
-from smolconv.plan import Projector
-from smolconv.chat import Answer, Message, OllamaBackend
-from smolconv.smoke import (
+from smolconv.checks.backends import BackendRequest
+from smolconv.checks.smoke import (
     CASES,
     SmokeOptions,
+    SmokeRun,
     image_tokens,
     judge,
     run_suite,
     smoke,
     smoke_runs,
 )
+from smolconv.core.choices import BackendKind
+from smolconv.core.errors import SmolconvError
+from smolconv.media.drawn import write_smoke_images
+from smolconv.media.images import load_image
+from smolconv.runtime.chat import Answer, Message, OllamaBackend
+from tests.fake_ollama import FakeOllama
+from tests.helpers import PROJECTOR_256M
 
 CASE = {c.name: c for c in CASES}
-# SmolVLM2-256M's projector: 512-pixel tiles of 16-pixel patches, pixel shuffle 4, images resized to 2048.
-PROJECTOR_256M = Projector(weight_bytes=0, image_size=512, patch_size=16, scale_factor=4, preproc_image_size=2048,
-                           n_embd=768, n_ff=3072)
 
 
 def answer(text="Paris.", finish="stop", prompt_tokens=20, completion_tokens=3) -> Answer:
@@ -122,7 +123,7 @@ def test_smoke_images_are_valid_and_the_corrupt_one_is_refused(tmp_path):
 
 
 def test_webp_goes_to_llama_server_as_png(tmp_path):
-    from smolconv.chat import LlamaServerBackend
+    from smolconv.runtime.chat import LlamaServerBackend
 
     images = write_smoke_images(tmp_path)
     webp, jpeg = load_image(images["scene_webp"]), load_image(images["scene_jpeg"])
@@ -185,7 +186,7 @@ def test_a_stream_that_runs_to_the_limit_fails_and_the_report_is_written(tmp_pat
 def test_answers_that_are_noise_are_asked_for_few_tokens_and_the_rest_for_their_limit(tmp_path):
     """On a fixture, an image answer comes out of the random vision tower (every answer, where the text is random
     too): it is asked for NOISE_MAX_TOKENS; a real model, and the fixture's real text, for each case's own limit."""
-    from smolconv.smoke import NOISE_MAX_TOKENS
+    from smolconv.checks.smoke import NOISE_MAX_TOKENS
 
     wanted = tuple(c for c in CASES if c.name in ("text_fact", "image_jpeg"))
     images = write_smoke_images(tmp_path)
@@ -209,15 +210,13 @@ def test_unknown_case_and_backend_are_one_line_errors():
 
 
 def test_cases_of_the_shared_projector_run_once_and_the_other_variants_say_where(tmp_path):
-    from smolconv.smoke import _fixed
-
     wanted = ("text_hello", "image_jpeg", "image_png", "blank_image", "corrupt_image", "long_prompt")
     cases = tuple(c for c in CASES if c.name in wanted)
     images = write_smoke_images(tmp_path / "images")
     with FakeOllama() as fake:
         for tag, n_ctx in (("m:q4", 4096), ("m:q8", 4096), ("other:q4", 2048)):
             fake.state.models[tag] = {"parameters": f"num_ctx {n_ctx}", "capabilities": ["vision"]}
-        runs = [_fixed(OllamaBackend(tag, fake.host), tag, PROJECTOR_256M, None, sha)
+        runs = [SmokeRun(tag, BackendRequest(BackendKind.OLLAMA, tag, url=fake.host), PROJECTOR_256M, sha)
                 for tag, sha in (("m:q4", "a" * 64), ("m:q8", "a" * 64), ("other:q4", "b" * 64))]
         reports = smoke_runs(runs, SmokeOptions("m", backend="ollama"), cases, images, random_parts=frozenset(),
                              report_dir=tmp_path)

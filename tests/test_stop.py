@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from smolconv.serve import free_port
-from smolconv.toolchain import LLAMA_CPP_SDIST, cache_root
-from tests.conftest import cmdline, descendants, pid_is_running, runs_program
+from smolconv.llamacpp.toolchain import LLAMA_CPP_SDIST, cache_root
+from smolconv.runtime.serve import free_port
+from tests.helpers import cmdline, descendants, pid_is_running, runs_program
 
 # Every signal on every command family: each sends it while the family's child runs.
 STOP_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from smolconv.errors import SmolconvError
-from smolconv.hashing import sha256_file
-from smolconv.models import SHAPES, added_tokens
-from smolconv.synth import SynthOptions, checkpoint_config, parameter_shapes, synth_checkpoint
-from tests.conftest import FIXTURE_VISION_LAYERS, run_cli
+from smolconv.core.errors import SmolconvError
+from smolconv.core.hashing import sha256_file
+from smolconv.core.models import SHAPES, added_tokens
+from smolconv.fixtures.synth import SynthOptions, checkpoint_config, parameter_shapes, synth_checkpoint
+from tests.helpers import FIXTURE_VISION_LAYERS, run_cli
 
 HUB_FILES = {
     "config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
@@ -123,8 +123,8 @@ def test_smollm2_weights_read_from_the_gguf_answer_like_smollm2():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from smolconv.gguf_header import read_gguf_header
-    from smolconv.synth import _llama_state_dict, smollm2_gguf
+    from smolconv.fixtures.synth import _llama_state_dict, smollm2_gguf
+    from smolconv.llamacpp.gguf_header import read_gguf_header
 
     path = smollm2_gguf()
     header = read_gguf_header(path)
@@ -152,7 +152,7 @@ def test_smollm2_weights_read_from_the_gguf_answer_like_smollm2():
     # head's rotary halves interleaved; doing that to what smolconv read gives the GGUF's tensor back.
     import numpy as np
 
-    from smolconv.gguf_header import dequantized_tensors
+    from smolconv.llamacpp.gguf_header import dequantized_tensors
 
     wanted = {"blk.3.attn_q.weight": ("q_proj", config.num_attention_heads),
               "blk.3.attn_k.weight": ("k_proj", config.num_key_value_heads)}

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from smolconv import toolchain as tc
-from smolconv.errors import SmolconvError, ToolFailed
-from smolconv.toolchain import TOOLS, SetupOptions, setup_toolchain, user_toolchain
-from tests.conftest import run_cli
+from smolconv.core.errors import SmolconvError, ToolFailed
+from smolconv.llamacpp import toolchain as tc
+from smolconv.llamacpp.toolchain import TOOLS, SetupOptions, setup_toolchain, user_toolchain
+from tests.helpers import invoke
 
 
 def test_installed_toolchain_is_complete(toolchain):
@@ -38,7 +38,7 @@ def test_second_setup_reuses_the_install_without_building(toolchain, monkeypatch
 def test_llama_cpp_dir_without_tools_is_a_one_line_error(tmp_path):
     (tmp_path / "build" / "bin").mkdir(parents=True)
     (tmp_path / "build" / "bin" / "llama-server").write_text("")
-    result = run_cli("setup", "--llama-cpp", str(tmp_path))
+    result = invoke("setup", "--llama-cpp", str(tmp_path))
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -50,7 +50,7 @@ def test_llama_cpp_dir_without_tools_is_a_one_line_error(tmp_path):
 
 def test_env_var_selects_the_users_llama_cpp(tmp_path):
     env = {**os.environ, "SMOLCONV_LLAMA_CPP": str(tmp_path / "nowhere")}
-    result = run_cli("doctor", env=env)
+    result = invoke("doctor", env=env)
     assert result.returncode != 0
     assert "nowhere is not a directory" in result.stdout + result.stderr
 

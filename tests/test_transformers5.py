@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smolconv.checkpoint import find_chat_template, image_processor_config, inspect_checkpoint
-from smolconv.gguf_header import read_gguf_header
-from smolconv.hashing import sha256_file
-from smolconv.models import CHAT_TEMPLATE, Layout
-from smolconv.synth import SynthOptions, synth_checkpoint
-from tests.conftest import run_cli
+from smolconv.core.hashing import sha256_file
+from smolconv.core.models import CHAT_TEMPLATE, Layout
+from smolconv.fixtures.synth import SynthOptions, synth_checkpoint
+from smolconv.llamacpp.gguf_header import read_gguf_header
+from smolconv.source.checkpoint import find_chat_template, image_processor_config, inspect_checkpoint
+from tests.helpers import run_cli
 
 
 def test_the_transformers5_layout_is_what_transformers5_saves(fixture_tiny_t5):
@@ -108,8 +108,8 @@ def test_the_ggufs_rope_base_is_the_checkpoints(built_256m_t5, fixture_256m_t5):
 
 
 def test_an_adapter_merged_onto_a_transformers5_base_builds_and_exports(toolchain, fixture_tiny_t5, tmp_path):
-    from smolconv.onnx.export import ExportOptions, export_onnx
-    from smolconv.onnx.verify import verify_onnx
+    from smolconv.formats.onnx.export import ExportOptions, export_onnx
+    from smolconv.formats.onnx.verify import verify_onnx
     from tests.adapters import make_adapter
 
     adapter = make_adapter(fixture_tiny_t5, tmp_path / "t5-lora")

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from smolconv.chat import Message
-from smolconv.images import write_smoke_images
-from smolconv.onnx.export import ExportResult, _copy_side_files, completed_side_files
-from smolconv.onnx.runtime import OnnxVLM, Sampling
+from smolconv.formats.onnx.export import ExportResult, _copy_side_files, completed_side_files
+from smolconv.formats.onnx.runtime import OnnxVLM
+from smolconv.media.drawn import write_smoke_images
+from smolconv.runtime.chat import Message
+from smolconv.runtime.vlm import Sampling
 
 JS = Path(__file__).resolve().parent / "js"
 SCRIPT = JS / "smolvlm.mjs"
@@ -179,9 +180,9 @@ def transformers5_layout(source: Path, out: Path, nested: bool) -> Path:
 
 def write_side_files(checkpoint: Path, out: Path) -> tuple[ExportResult, dict]:
     """export-onnx's side-file step alone: its result and the step's record in build.json."""
-    from smolconv.checkpoint import checkpoint_files
-    from smolconv.manifest import Manifest
-    from smolconv.progress import no_progress
+    from smolconv.core.progress import no_progress
+    from smolconv.record.manifest import Manifest
+    from smolconv.source.checkpoint import checkpoint_files
 
     out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest.load(out)

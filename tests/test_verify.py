@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from gguf import GGUFReader
 
-from tests.conftest import run_cli
+from tests.helpers import DAMAGED_PROJECTOR_TENSOR, linked_build, run_cli
 
 pytestmark = pytest.mark.slow
 DAMAGED_TENSOR = "blk.1.ffn_down.weight"  # the tiny fixture has two layers
@@ -28,8 +28,6 @@ def _scale_tensor(path, name: str, factor: float) -> None:
 
 
 def test_a_damaged_f16_gguf_fails_verify(toolchain, build_tiny_q4, tmp_path):
-    from tests.test_gates import linked_build
-
     f16 = next(build_tiny_q4.glob("*-F16.gguf")).name
     damaged = linked_build(build_tiny_q4, tmp_path / build_tiny_q4.name, damaged=f16)
     _scale_tensor(damaged / f16, DAMAGED_TENSOR, 1.5)
@@ -45,8 +43,7 @@ def test_a_damaged_f16_gguf_fails_verify(toolchain, build_tiny_q4, tmp_path):
 
 def test_a_damaged_video_projector_fails_verify_on_the_video_prompt(toolchain, build_256m_q4_q8, tmp_path):
     """The video projector alone is damaged: the image projector's check passes, the video prompt's fails."""
-    from smolconv.verify import VerifyOptions, verify
-    from tests.test_gates import DAMAGED_PROJECTOR_TENSOR, linked_build
+    from smolconv.formats.gguf.verify import VerifyOptions, verify
 
     video = "mmproj-smolvlm2-256m-f16-video.gguf"
     out = linked_build(build_256m_q4_q8, tmp_path / build_256m_q4_q8.name, damaged=video)
@@ -66,8 +63,8 @@ def test_the_probabilities_of_a_token_held_back_as_incomplete_utf8_are_read(tool
     the first position's distribution."""
     import httpx
 
-    from smolconv.builddir import BuildDir
-    from smolconv.verify import gguf_completion, text_server
+    from smolconv.formats.gguf.verify import gguf_completion, text_server
+    from smolconv.record.builddir import BuildDir
 
     ids = [504, 3575, 314, 4649, 282]  # "The capital is France of"
     f16 = next(v for v in BuildDir.open(build_tiny_q4).variants() if v.name == "F16")

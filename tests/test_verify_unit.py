@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smolconv.errors import SmolconvError
-from smolconv.verify import Gates, KldResult, PromptResult, VerifyReport, VisionResult, centred, nmse, parse_kld
+from smolconv.core.errors import SmolconvError
+from smolconv.formats.gguf.verify import KldResult, PromptResult, VerifyReport, VisionResult, parse_kld
+from smolconv.reference.gates import Gates
+from smolconv.reference.metrics import centred, nmse
 
 PERPLEXITY_TAIL = """
 chunk   PPL   ln(PPL(Q)/PPL(base))   KL Divergence   Δp RMS   Same top p
@@ -89,7 +91,7 @@ def test_transformers_gives_a_full_tile_the_plain_patch_positions(shape):
     from transformers.models.smolvlm.configuration_smolvlm import SmolVLMVisionConfig
     from transformers.models.smolvlm.modeling_smolvlm import SmolVLMVisionEmbeddings
 
-    from smolconv.models import get_shape
+    from smolconv.core.models import get_shape
 
     vision = get_shape(shape).vision
     side = vision.image_size // vision.patch_size
@@ -109,7 +111,8 @@ def test_the_vision_reference_is_transformers_own_forward(fixture_tiny):
     positions 0..N-1 and the connector, which is what llama.cpp computes (written out here by hand)."""
     import torch
 
-    from smolconv.verify import _load_reference, _test_tile, reference_tile_embeddings, tile_pixel_values
+    from smolconv.reference.prompts import _test_tile
+    from smolconv.reference.transformers import _load_reference, reference_tile_embeddings, tile_pixel_values
 
     _, model = _load_reference(fixture_tiny)
     size = model.config.vision_config.image_size

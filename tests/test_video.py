@@ -11,56 +11,31 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from smolconv.chat import Message, OllamaBackend
-from smolconv.errors import SmolconvError
-from smolconv.images import ImageFile
-from smolconv.video import frame_indices, probe, prompt_parts, sample
-from tests.conftest import assert_one_line_error, run_cli
+from smolconv.core.errors import SmolconvError
+from smolconv.media.images import ImageFile
+from smolconv.media.video import frame_indices, probe, prompt_parts, sample
+from smolconv.runtime.chat import Message, OllamaBackend
 from tests.fake_ollama import FakeOllama
-from tests.videos import write_audio_only, write_clip
+from tests.helpers import assert_one_line_error, invoke, run_cli, write_test_image
+from tests.videos import (
+    IMAGE_SEQ_LEN,
+    transformers_frame,
+    transformers_indices,
+    transformers_video_prompt,
+    write_audio_only,
+    write_clip,
+)
 
 pytest.importorskip("av")
-IMAGE_SEQ_LEN = 64  # the 256m/500m processor's image_seq_len
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     return write_clip(tmp_path_factory.mktemp("video") / "square.mp4", seconds=8, fps=10)
-
-
-def transformers_indices(info, fps: float, max_frames: int) -> list[int]:
-    from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
-    from transformers.video_utils import VideoMetadata
-
-    metadata = VideoMetadata(total_num_frames=info.total_frames, fps=info.fps, duration=info.duration,
-                             width=info.width, height=info.height)
-    return [int(i) for i in SmolVLMVideoProcessor.sample_frames(SimpleNamespace(num_frames=max_frames, fps=fps),
-                                                                 metadata)]
-
-
-def transformers_video_prompt(info, indices: list[int]) -> str:
-    """What SmolVLMProcessor puts in place of <video> for these frames (its own code)."""
-    from transformers.models.smolvlm.processing_smolvlm import SmolVLMProcessor
-    from transformers.video_utils import VideoMetadata
-
-    metadata = VideoMetadata(total_num_frames=info.total_frames, fps=info.fps, duration=info.duration,
-                             width=info.width, height=info.height, frames_indices=np.array(indices))
-    processor = SimpleNamespace(image_seq_len=IMAGE_SEQ_LEN, image_token="<image>",
-                                fake_image_token="<fake_token_around_image>", global_image_token="<global-img>")
-    inputs = {"pixel_values": np.zeros((1, len(indices), 3, 2, 2)), "video_metadata": [metadata]}
-    return SmolVLMProcessor.replace_video_token(processor, inputs, 0)
-
-
-def transformers_frame() -> str:
-    from transformers.models.smolvlm.processing_smolvlm import _prompt_single_image
-
-    return _prompt_single_image(IMAGE_SEQ_LEN, fake_token_around_image="<fake_token_around_image>",
-                                image_token="<image>", global_image_token="<global-img>")
 
 
 @pytest.mark.parametrize(("total", "rate", "fps", "max_frames"), [
@@ -72,7 +47,7 @@ def transformers_frame() -> str:
     (7200, 0.2, 1.0, 64),       # 10 hours at one frame every 5 s
 ])
 def test_frame_indices_are_transformers(tmp_path, total, rate, fps, max_frames):
-    from smolconv.video import VideoInfo
+    from smolconv.media.video import VideoInfo
 
     info = VideoInfo(tmp_path, total / rate, rate, total, 320, 180)
     assert frame_indices(info, fps, max_frames) == transformers_indices(info, fps, max_frames)
@@ -175,8 +150,8 @@ def test_the_go_template_renders_the_video_prompt_as_transformers(go_renderer, c
     from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    from smolconv.package import chat_template
-    from tests.test_template import render_with_go
+    from smolconv.core.templates import chat_template
+    from tests.helpers import render_with_go
 
     video = sample(clip)
     content = OllamaBackend.content(Message("user", prompt_parts(video, "What moves?")))
@@ -198,7 +173,7 @@ def test_the_go_template_renders_the_video_prompt_as_transformers(go_renderer, c
 def test_ask_refuses_frames_that_do_not_fit_and_the_number_it_names_fits(build_tiny_q4, tmp_path):
     """plan's per-frame bound, on llama-server: the refusal's --max-frames N is a prompt that really fits."""
     long = write_clip(tmp_path / "long.mp4", seconds=600, fps=1, size=(64, 48), gop=30)
-    refused = run_cli("ask", str(build_tiny_q4), "What moves?", "--video", str(long), "--max-tokens", "8")
+    refused = invoke("ask", str(build_tiny_q4), "What moves?", "--video", str(long), "--max-tokens", "8")
     line = assert_one_line_error(refused, "frames of long.mp4", "--max-frames")
     fits = int(re.search(r"--max-frames (\d+)", line).group(1))
     assert 0 < fits < 64
@@ -214,8 +189,6 @@ def test_ask_refuses_frames_that_do_not_fit_and_the_number_it_names_fits(build_t
 
 
 def test_ask_streams_an_answer_about_images(build_tiny_q4, tmp_path):
-    from tests.conftest import write_test_image
-
     image = write_test_image(tmp_path / "scene.png")
     result = run_cli("ask", str(build_tiny_q4), "Describe it.", "--image", str(image), "--max-tokens", "6")
     assert result.returncode == 0, result.stderr
@@ -224,7 +197,7 @@ def test_ask_streams_an_answer_about_images(build_tiny_q4, tmp_path):
 
 def test_ask_refuses_a_video_and_images_together_in_one_line(tmp_path):
     args = ["--video", str(tmp_path / "v.mp4"), "--image", str(tmp_path / "i.png")]
-    assert_one_line_error(run_cli("ask", str(tmp_path), "Q", *args), "--image or --video", "separately")
+    assert_one_line_error(invoke("ask", str(tmp_path), "Q", *args), "--image or --video", "separately")
 
 
 def test_ask_on_onnx_sends_a_video_as_transformers_does(onnx_256m, clip):
@@ -248,7 +221,7 @@ def test_ask_on_onnx_sends_a_video_as_transformers_does(onnx_256m, clip):
 
 
 def test_ask_on_something_that_is_not_a_build_is_one_line(tmp_path):
-    assert_one_line_error(run_cli("ask", str(tmp_path), "Q"), "is not a build directory", "--out folder")
+    assert_one_line_error(invoke("ask", str(tmp_path), "Q"), "is not a build directory", "--out folder")
 
 
 def test_llama_server_with_the_video_projector_spends_two_tiles_a_frame(built_256m, clip):
@@ -259,8 +232,8 @@ def test_llama_server_with_the_video_projector_spends_two_tiles_a_frame(built_25
     from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    from smolconv.ask import AskOptions, ask
-    from smolconv.toolchain import find_toolchain
+    from smolconv.checks.ask import AskOptions, ask
+    from smolconv.llamacpp.toolchain import find_toolchain
 
     out = built_256m.out_dir
     result = ask(AskOptions(str(out), "What moves?", video=clip, variant="Q8_0", max_tokens=4), find_toolchain())
@@ -285,8 +258,8 @@ def test_verify_compares_llama_servers_video_prompt_with_transformers(built_256m
     from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    from smolconv.verify import VIDEO_QUESTION, VIDEO_SECONDS
-    from smolconv.video import write_clip as smolconv_clip
+    from smolconv.formats.gguf.verify import VIDEO_QUESTION, VIDEO_SECONDS
+    from smolconv.media.drawn import write_clip as smolconv_clip
 
     report = json.loads((built_256m.out_dir / "verify.json").read_text())
     video = report["video"]

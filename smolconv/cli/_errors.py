@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 
 import typer
+
+from smolconv.process.children import stop_all_children
+from smolconv.process.runner import DISK_FULL, disk_full
+from smolconv.process.signals import Interrupted, install_stop_handlers
 
 try:  # typer 0.2x carries its own copy of click, whose exceptions are not click's
     from typer._click import exceptions as click_exceptions
@@ -18,8 +23,7 @@ except ImportError:  # older typer uses click itself
     from click import exceptions as click_exceptions
 
 from smolconv.cli._output import err_console, print_error
-from smolconv.errors import SmolconvError
-
+from smolconv.core.errors import SmolconvError
 
 _NO_ARGS_IS_HELP = getattr(click_exceptions, "NoArgsIsHelpError", ())
 
@@ -45,7 +49,6 @@ def run_program(app: typer.Typer) -> None:
     child and removed its staged file. What is left is stopped here, then one line and exit 128 + the signal's
     number (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP). `serve` catches it itself: an orderly stop, exit 0.
     """
-    from smolconv.runner import DISK_FULL, Interrupted, disk_full, install_stop_handlers, stop_all_children
 
     install_stop_handlers()
     try:
@@ -67,7 +70,7 @@ def run_program(app: typer.Typer) -> None:
             raise
         stop_all_children()
         where = f"writing {exc.filename}" if exc.filename else "writing"
-        error = disk_full(f"{where} failed ({exc.strerror})")
+        error = disk_full(f"{where} failed ({exc.strerror})", Path(exc.filename).parent if exc.filename else None)
         print_error(error)
         sys.exit(error.exit_code)
     except Interrupted as stop:

@@ -7,7 +7,13 @@ from typing import Annotated
 
 import typer
 
-from smolconv.choices import AdapterFormat, KvType, Outtype, VerifyCheck, VerifyPart, Via
+from smolconv.core.choices import AdapterFormat, KvType, Outtype, VerifyCheck, VerifyPart, Via
+from smolconv.core.errors import SmolconvError
+from smolconv.llamacpp.toolchain import find_toolchain as find
+from smolconv.plan import PlanSettings, parse_size
+from smolconv.plan.memory import DEFAULT_RESERVE, DEFAULT_VRAM, size_text
+from smolconv.reference.gates import DEFAULT_MAX_KLD_BY_SIZE as _KLD
+from smolconv.reference.gates import DEFAULT_MAX_VIDEO_NMSE, Gates
 
 LlamaCppOption = Annotated[
     str | None,
@@ -29,20 +35,35 @@ ImatrixTextOption = Annotated[Path | None, typer.Option(
 MmprojTypeOption = Annotated[str | None, typer.Option(
     "--mmproj-type", help="Also quantize the vision projector (e.g. Q8_0); the f16 projector stays the default.")]
 ThreadsOption = Annotated[int | None, typer.Option("--threads", help="CPU threads for llama.cpp's tools.")]
+DEFAULT_VRAM_TEXT = size_text(DEFAULT_VRAM)
+DEFAULT_RESERVE_TEXT = size_text(DEFAULT_RESERVE)
+ApiKeyFileOption = Annotated[Path | None, typer.Option(
+    "--api-key-file", help="A file holding the llama-server API key on its first line (default: $SMOLCONV_API_KEY). "
+    "Never the key itself on the command line.")]
+WaitOption = Annotated[bool, typer.Option(
+    "--wait", help="If another smolconv is writing the output folder, wait for it to finish (default: refuse).")]
 VramOption = Annotated[str, typer.Option("--vram", help="The GPU's memory: 8GiB for an RTX 4070.")]
 ReserveOption = Annotated[str, typer.Option("--reserve", help="VRAM left free for the desktop and other programs.")]
 KvTypeOption = Annotated[KvType, typer.Option("--kv-type", help="KV cache type (OLLAMA_KV_CACHE_TYPE).")]
 NumCtxOption = Annotated[int | None, typer.Option(
     "--num-ctx", help="Plan this context only, offloading layers if needed (default: the largest that fits).")]
 MaxKldOption = Annotated[list[str] | None, typer.Option(
-    "--max-kld", help="KLD gate TYPE=VALUE, repeatable. Defaults for real checkpoints: Q8_0=0.005 Q5_K_M=0.03 "
-    "Q4_K_M=0.05; a smolconv fixture is measured but not gated unless you give one.")]
+    "--max-kld", help="KLD gate TYPE=VALUE, repeatable. Defaults for real checkpoints, per size (a gate catches a "
+    "broken quantization, it does not grade the quant type): "
+    f"{'; '.join(size + ' ' + ' '.join(f'{n}={g}' for n, g in gates.items()) for size, gates in _KLD.items())}"
+    "; a smolconv fixture is measured but not gated unless you give one.")]
 AllowUncheckedOption = Annotated[list[VerifyCheck] | None, typer.Option(
     "--allow-unchecked", metavar="NAME", help="Let verify pass when this check cannot run (repeatable): vision "
     "(a llama.cpp without the MTMD_DEBUG_EMBEDDINGS hook); the report names it.")]
 SkipCheckOption = Annotated[list[VerifyPart] | None, typer.Option(
     "--skip-check", metavar="NAME", help="Leave this verify check out (repeatable): vision, video or kld; the "
     "report says so. F16 against transformers always runs.")]
+MinAccuracyOption = Annotated[float | None, typer.Option(
+    "--min-accuracy", metavar="PERCENT", help="eval gate: every variant answers at least this share of the labelled "
+    "cases right (0-100).")]
+MaxDropOption = Annotated[float | None, typer.Option(
+    "--max-drop", metavar="POINTS", help="eval gate: no variant's accuracy more than this many percentage points "
+    "under the transformers reference's.")]
 NameOption = Annotated[str | None, typer.Option(
     "--name", help="Ollama model name before ':' (default: from the checkpoint, e.g. smolvlm2).")]
 PresetOption = Annotated[list[str] | None, typer.Option(
@@ -61,7 +82,6 @@ AdapterFormatOption = Annotated[AdapterFormat, typer.Option(
 
 def plan_settings(vram: str, reserve: str, overhead: str | None, kv_type: str, num_ctx: int | None,
                   max_ctx: int | None = None):
-    from smolconv.plan import PlanSettings, parse_size
 
     return PlanSettings(vram=parse_size(vram), reserve=parse_size(reserve),
                         overhead=None if overhead is None else parse_size(overhead),
@@ -72,8 +92,6 @@ def verify_gates(max_nmse: float, max_kld: list[str] | None, allow_unchecked: li
                  max_video_nmse: float | None = None):
     """verify's gates from --max-nmse, --max-video-nmse, the repeatable --max-kld TYPE=VALUE and --allow-unchecked
     NAME."""
-    from smolconv.errors import SmolconvError
-    from smolconv.verify import DEFAULT_MAX_VIDEO_NMSE, Gates
 
     gates = {}
     for item in max_kld or ():
@@ -88,6 +106,4 @@ def verify_gates(max_nmse: float, max_kld: list[str] | None, allow_unchecked: li
 
 
 def find_toolchain(llama_cpp: str | None):
-    from smolconv.toolchain import find_toolchain as find
-
     return find(llama_cpp)

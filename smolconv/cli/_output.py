@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from smolconv.errors import SmolconvError
+from smolconv.core.errors import SmolconvError
 
 # Off a terminal rich would wrap at 80 columns; the widest tables fit 100.
 console = Console() if sys.stdout.isatty() else Console(width=100)
@@ -87,3 +87,68 @@ def status(message: str):
             yield lambda msg: spinner.update(msg)
     else:
         yield lambda _msg: None
+
+
+class _EntryLog(_StepLog):
+    """Off a terminal, in a batch: a line per finished step, named by its entry."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def close(self) -> None:
+        if self.stage is not None:
+            plain(f"{self.name}: {self.stage}: {time.monotonic() - self.started:.1f} s")
+            self.stage = None
+
+
+class _BatchLog:
+    """batch.run.BatchProgress off a terminal: each entry's steps as they end, then its result."""
+
+    def __init__(self) -> None:
+        self.current: _EntryLog | None = None
+
+    def entry(self, name: str) -> _EntryLog:
+        self.current = _EntryLog(name)
+        return self.current
+
+    def finished(self, result) -> None:
+        if self.current is not None:
+            self.current.close()
+        plain(f"{result.name}: {result.outcome} in {result.seconds:.1f} s")
+
+
+class _BatchLines:
+    """batch.run.BatchProgress on a terminal: one line per entry with its stage (its result once it ended)."""
+
+    def __init__(self, bar: Progress, names: list[str]) -> None:
+        self.bar = bar
+        self.tasks = {name: bar.add_task(f"{escape(name)}: waiting", total=None, start=False) for name in names}
+
+    def entry(self, name: str):
+        task = self.tasks[name]
+        self.bar.start_task(task)
+
+        def progress(stage: str, fraction: float | None) -> None:
+            self.bar.update(task, description=f"{escape(name)}: {escape(stage)}",
+                            total=None if fraction is None else 1.0, completed=fraction or 0)
+
+        return progress
+
+    def finished(self, result) -> None:
+        task = self.tasks[result.name]
+        self.bar.update(task, description=f"{escape(result.name)}: {result.outcome}", total=1.0, completed=1.0)
+        self.bar.stop_task(task)
+
+
+@contextmanager
+def batch_progress(names: list[str]):
+    """A batch's progress (batch.run.BatchProgress): on a terminal one line per entry showing its stage, elsewhere a
+    line per finished stage, named by its entry."""
+    if not err_console.is_terminal:
+        yield _BatchLog()
+        return
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                   console=err_console, transient=True)
+    with bar:
+        yield _BatchLines(bar, names)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
+from rich.markup import escape
 from rich.table import Table
 
+from smolconv.checks.doctor import FAIL, OK
+from smolconv.checks.eval import percent
 from smolconv.cli._output import console, plain
+from smolconv.plan import estimate, format_bytes
 
 NOT_MEASURED = "not measured (no CUDA)"
 
@@ -14,8 +20,6 @@ def _fmt(value, spec: str = "{:.2f}") -> str:
 
 
 def doctor(report) -> None:
-    from smolconv.doctor import FAIL, OK
-
     table = Table(title="smolconv doctor", show_lines=False)
     table.add_column("check")
     table.add_column("status")
@@ -43,8 +47,6 @@ def quant_reports(result) -> None:
 
 
 def plans(items, title: str) -> None:
-    from smolconv.plan import format_bytes
-
     estimated = any(p.variant.estimated for p in items)
     table = Table(title=title, caption="weights estimated from the config dimensions" if estimated else None)
     # Short headers: ten columns in 100 characters (CI logs), the notes below say what each means.
@@ -82,7 +84,6 @@ def plans(items, title: str) -> None:
 
 def measurements(items, measured: dict, worst: dict, settings) -> None:
     """plan --measure: the estimate beside llama-server's buffers, then the process's own GPU memory."""
-    from smolconv.plan import estimate, format_bytes
 
     table = Table(title="estimate vs llama-server (this toolchain's backend, everything on one device)")
     for column in ("variant", "num_ctx", "weights est/real", "KV est/real", "total est/real"):
@@ -149,19 +150,34 @@ def smoke(report) -> None:
     noise = {frozenset({"vision"}): "random vision tower (smolconv fixture): image answers are not judged on "
              "stopping", frozenset({"vision", "text"}): "random weights (smolconv fixture): answers are not judged "
              "on stopping"}.get(report.random_parts)
-    table = Table(title=title, caption=noise)
-    table.add_column("case", no_wrap=True)
-    for column in ("result", "why", "prompt tok", "TTFT s", "prompt tok/s", "decode tok/s", "wall s", "answer"):
-        table.add_column(column, overflow="fold")
+    table = Table(title=title, caption=noise, collapse_padding=True)
+    # One line a case at 100 columns (CI logs): `why` and `answer` are cut with an ellipsis, never wrapped; a failed
+    # case's whole reason follows the table, and the JSON report has everything (prompt tok/s included).
+    table.add_column("case", no_wrap=True, min_width=max((len(r.name) for r in report.results), default=4))
+    table.add_column("result", no_wrap=True, min_width=4)
+    table.add_column("why", no_wrap=True, overflow="ellipsis", max_width=26)
+    for column, width in (("prompt\ntokens", 6), ("TTFT\ns", 5), ("decode\ntok/s", 6), ("wall\ns", 5)):
+        table.add_column(column, justify="right", no_wrap=True, min_width=width)
+    table.add_column("answer", no_wrap=True, overflow="ellipsis", min_width=8, max_width=16)
     for r in report.results:
         a = r.answer
         verdict = "[green]pass[/]" if r.passed else "[bold red]FAIL[/]"
-        table.add_row(r.name, f"{verdict} on {r.covered_by}" if r.covered_by else verdict, r.reason,
-                      _fmt(a and a.prompt_tokens, "{}"), _fmt(a and a.ttft_s), _fmt(a and a.prompt_tps, "{:.1f}"),
-                      _fmt(a and a.decode_tps, "{:.1f}"), _fmt(a and a.wall_s, "{:.1f}"),
-                      (a.text.strip()[:60] or "(empty)") if a else "")
+        table.add_row(r.name, verdict, escape(_short_reason(r)), _fmt(a and a.prompt_tokens, "{}"),
+                      _fmt(a and a.ttft_s), _fmt(a and a.decode_tps, "{:.1f}"), _fmt(a and a.wall_s, "{:.1f}"),
+                      escape(" ".join(a.text.split())[:60] or "(empty)") if a else "")
     console.print(table)
+    for r in report.results:
+        if not r.passed:
+            plain(f"{r.name}: {r.reason}")
     plain(f"report: {report.path}")
+
+
+def _short_reason(result) -> str:
+    """The table's `why`: a case another variant ran says which and what they share (the report has the sha256)."""
+    covered = re.match(r"covered by \S+ \(same (projector|context)", result.reason)
+    if result.covered_by and covered:
+        return f"as {result.covered_by}: same {covered.group(1)}"
+    return result.reason.replace("stopped by itself, no template text", "stopped, no template text")
 
 
 def verify(report) -> None:
@@ -206,3 +222,91 @@ def verify(report) -> None:
     elif "kld" in report.skipped:
         plain("KL divergence of the variants: not measured (--skip-check kld)")
     plain(f"report: {report.path}")
+
+
+def eval_report(report) -> None:
+    """eval: one row per runtime and variant (the reference first), then each case's answers side by side."""
+    cases = report.cases
+    table = Table(title=f"eval: {cases.name} ({len(cases.cases)} cases, {len(cases.labelled)} labelled), greedy, "
+                  "no repeat penalty")
+    for column in ("runtime", "variant", "MiB", "accuracy", "agreement", "first token", "time s"):
+        table.add_column(column, overflow="fold")
+    for run in report.runs:
+        accuracy = f"{percent(run.accuracy)} ({run.correct}/{run.labelled})" if run.labelled else ""
+        table.add_row(run.runtime, run.variant, _fmt(run.size_bytes and run.size_bytes / 2**20, "{:.1f}"), accuracy,
+                      "reference" if run.is_reference else percent(run.agreement),
+                      "" if run.is_reference else percent(run.first_token_agreement), f"{run.seconds:.1f}")
+    console.print(table)
+    answers = Table(title="answers (✓ right, ✗ wrong; = the reference's answer, ≈ its first token only)")
+    answers.add_column("case", overflow="fold")
+    answers.add_column("expect", overflow="fold")
+    for run in report.runs:
+        answers.add_column(run.label, overflow="fold")
+    for case in cases.cases:
+        row = [case.id, case.expect.describe() if case.expect else ""]
+        for run in report.runs:
+            a = run.answers.get(case.id)
+            if a is None:
+                row.append("")
+                continue
+            mark = {True: "✓ ", False: "✗ ", None: ""}[a.correct]
+            same = "= " if a.agrees else "≈ " if a.first_token_agrees else ""
+            text = f"(error) {a.error}" if a.text is None else (" ".join(a.text.split())[:40] or "(empty)")
+            row.append(f"{mark}{same}{text}")
+        answers.add_row(*row)
+    console.print(answers)
+    for note in report.notes:
+        plain(f"note: {note}")
+    plain(f"report: {report.path}")
+    if report.plot:
+        plain(f"picture: {report.plot}")
+
+
+def batch_summary(result) -> None:
+    """batch: one row per entry, then why each was skipped or built and what failed."""
+    count = len(result.entries)
+    table = Table(title=f"batch: {result.recipe.name} ({count} {'entry' if count == 1 else 'entries'}, "
+                  f"{result.seconds:.0f} s)")
+    for column in ("entry", "formats", "result", "time", "published"):
+        table.add_column(column, overflow="fold")
+    colour = {"built": "green", "skipped": "cyan", "failed": "red"}
+    for e in result.entries:
+        table.add_row(escape(e.name), ", ".join(e.formats), f"[{colour.get(e.outcome, 'yellow')}]{e.outcome}[/]",
+                      f"{e.seconds:.1f} s", escape(e.published or ""))
+    console.print(table)
+    for e in result.entries:
+        for line in ([e.reason] if e.reason else []) + e.failures:
+            plain(f"{e.name}: {line}")
+        if e.url:
+            plain(f"{e.name}: {e.url}")
+    plain(f"summary: {result.summary_path}")
+
+
+def job_specs(specs) -> None:
+    """batch --on hf-jobs --dry-run: every job as it would be submitted (secrets by name only)."""
+    import json
+
+    import typer
+
+    typer.echo(json.dumps([spec.to_dict() for spec in specs], indent=2))  # as it is: no markup, no wrapping
+
+
+def submitted_jobs(jobs) -> None:
+    table = Table(title="Hugging Face Jobs submitted")
+    for column in ("entry", "job", "kind", "url"):
+        table.add_column(column, overflow="fold")
+    for job in jobs:
+        table.add_row(escape(job.entry), job.id, "schedule" if job.scheduled else "job", job.url or "")
+    console.print(table)
+
+
+def job_states(states) -> None:
+    if not states:
+        plain("no jobs found for these entries (labels smolconv-recipe / smolconv-entry)")
+        return
+    table = Table(title="Hugging Face Jobs of the recipe's entries")
+    for column in ("entry", "job", "stage", "flavor", "created", "note"):
+        table.add_column(column, overflow="fold")
+    for s in states:
+        table.add_row(escape(s.entry), s.id, s.stage, s.flavor or "", s.created or "", escape(s.message or ""))
+    console.print(table)

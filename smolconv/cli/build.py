@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from smolconv.choices import AdapterFormat, BuildBackend, KvType, Outtype, Via
+from smolconv.checks.eval import EvalGates
 from smolconv.cli import _render
 from smolconv.cli._options import (
-    AllowUncheckedOption,
+    DEFAULT_RESERVE_TEXT,
+    DEFAULT_VRAM_TEXT,
     AdapterFormatOption,
     AdapterOption,
     AdapterRevisionOption,
+    AllowUncheckedOption,
     CreateOption,
     ForceOption,
     ImatrixOption,
     ImatrixTextOption,
     KvTypeOption,
     LlamaCppOption,
+    MaxDropOption,
     MaxKldOption,
+    MinAccuracyOption,
     MmprojTypeOption,
     ModelArgument,
     NameOption,
@@ -28,17 +33,23 @@ from smolconv.cli._options import (
     OuttypeOption,
     PresetOption,
     ReserveOption,
-    SkipCheckOption,
     RevisionOption,
+    SkipCheckOption,
     ThreadsOption,
     TypesOption,
     ViaOption,
     VramOption,
+    WaitOption,
     find_toolchain,
     plan_settings,
     verify_gates,
 )
 from smolconv.cli._output import plain, print_failed, print_notices, progress_reporter
+from smolconv.core.choices import AdapterFormat, BuildBackend, KvType, Outtype, Via
+from smolconv.formats.gguf.quantize import DEFAULT_TYPES
+from smolconv.pipeline import BuildOptions
+from smolconv.pipeline import build as build_pipeline
+from smolconv.reference.gates import DEFAULT_MAX_NMSE
 
 
 def build(
@@ -57,8 +68,8 @@ def build(
     adapter_format: AdapterFormatOption = AdapterFormat.MERGE,
     presets: PresetOption = None,
     name: NameOption = None,
-    vram: VramOption = "8GiB",
-    reserve: ReserveOption = "512MiB",
+    vram: VramOption = DEFAULT_VRAM_TEXT,
+    reserve: ReserveOption = DEFAULT_RESERVE_TEXT,
     kv_type: KvTypeOption = KvType.F16,
     create: CreateOption = False,
     via: ViaOption = Via.AUTO,
@@ -70,16 +81,20 @@ def build(
     backend: Annotated[BuildBackend, typer.Option(
         "--backend", help="Smoke on llama-server (started per variant) or ollama (needs --create).")
     ] = BuildBackend.LLAMA_SERVER,
+    cases: Annotated[Path | None, typer.Option(
+        "--cases", help="End with `smolconv eval` on these cases (JSONL) and the transformers reference; with "
+        "--min-accuracy / --max-drop a failed gate fails the build (and stops --publish).")] = None,
+    min_accuracy: MinAccuracyOption = None,
+    max_drop: MaxDropOption = None,
     publish: Annotated[str | None, typer.Option(
         "--publish", metavar="USER/NAME", help="End with `smolconv publish` to this Hub repo if every check passed.")]
     = None,
     force: ForceOption = False,
     llama_cpp: LlamaCppOption = None,
+    wait: WaitOption = False,
 ) -> None:
-    """Run pull → convert → quantize → plan → package → verify → smoke (→ publish); unchanged steps are skipped."""
-    from smolconv.pipeline import BuildOptions
-    from smolconv.pipeline import build as build_pipeline
-    from smolconv.quantize import DEFAULT_TYPES
+    """Run pull → convert → quantize → plan → package → verify → smoke (→ eval, → publish); unchanged steps are
+    skipped."""
 
     options = BuildOptions(
         model=model, out_dir=out, revision=revision, outtype=outtype, types=tuple(types or DEFAULT_TYPES),
@@ -87,7 +102,9 @@ def build(
         local_files_only=offline, presets=tuple(presets or ()), name=name, create=create, via=via,
         verify=verify, verify_skip=frozenset(skip_check or ()), smoke=smoke, backend=backend, adapter=adapter,
         adapter_revision=adapter_revision, adapter_format=adapter_format, publish=publish,
-        settings=plan_settings(vram, reserve, None, kv_type, None), gates=verify_gates(1e-4, max_kld, allow_unchecked))
+        settings=plan_settings(vram, reserve, None, kv_type, None),
+        gates=verify_gates(DEFAULT_MAX_NMSE, max_kld, allow_unchecked),
+        cases=cases, eval_gates=EvalGates(min_accuracy, max_drop), wait=wait)
     toolchain = find_toolchain(llama_cpp)
     with progress_reporter() as progress:
         result = build_pipeline(options, toolchain, progress)
@@ -113,6 +130,11 @@ def build(
     if result.smoke_reused:
         plain(f"smoke: {', '.join(result.smoke_reused)} passed before on these same files (build.json); "
               "`smolconv smoke` reruns it")
+    if result.evaluated:
+        _render.eval_report(result.evaluated)
+    elif result.eval_reused:
+        plain(f"eval: {result.eval_reused} passed before on these same files and cases (build.json); "
+              "`smolconv eval` reruns it")
     if result.published:
         _render.published(result.published)
     plain(f"build record: {result.out_dir / 'build.json'}")

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from smolconv.choices import AdapterFormat, Outtype
 from smolconv.cli import _render
 from smolconv.cli._options import (
     AdapterFormatOption,
@@ -25,9 +24,17 @@ from smolconv.cli._options import (
     RevisionOption,
     ThreadsOption,
     TypesOption,
+    WaitOption,
     find_toolchain,
 )
 from smolconv.cli._output import plain, print_notices, progress_reporter
+from smolconv.core.choices import AdapterFormat, Outtype
+from smolconv.formats.gguf.quantize import DEFAULT_TYPES, QuantizeOptions
+from smolconv.formats.gguf.quantize import quantize as quantize_stage
+from smolconv.pipeline import convert_source
+from smolconv.source.adapter import pull_model_and_adapter
+from smolconv.source.checkpoint import inspect_checkpoint
+from smolconv.source.spec import SourceSpec
 
 
 def pull(
@@ -40,11 +47,9 @@ def pull(
     force: Annotated[bool, typer.Option("--force", help="Accept an adapter trained on another base name.")] = False,
 ) -> None:
     """Download a checkpoint snapshot (resumable) into the Hugging Face cache and print its path."""
-    from smolconv.adapter import pull_model_and_adapter
-    from smolconv.pull import PullOptions
 
-    source, setup = pull_model_and_adapter(PullOptions(model, revision=revision, local_files_only=offline),
-                                           adapter, adapter_revision, adapter_format, force=force)
+    source, setup = pull_model_and_adapter(SourceSpec(model, revision, adapter, adapter_revision, adapter_format,
+                                                      local_files_only=offline), force=force)
     pinned = f" at {source.revision}" if source.revision else ""
     plain(f"{source.repo_id or 'local checkpoint'}{pinned}: {source.path}")
     if setup is not None:
@@ -62,23 +67,21 @@ def convert(
     adapter_format: AdapterFormatOption = AdapterFormat.MERGE,
     force: ForceOption = False,
     llama_cpp: LlamaCppOption = None,
+    wait: WaitOption = False,
 ) -> None:
     """Convert a checkpoint to a text GGUF and a vision projector (mmproj) GGUF, checked after writing."""
-    from smolconv.adapter import pull_model_and_adapter
-    from smolconv.pipeline import convert_source
-    from smolconv.pull import PullOptions
 
     if not checkpoint.is_dir():
         # A name that is not a directory would be looked up on the Hub: convert takes a directory only.
-        from smolconv.checkpoint import inspect_checkpoint
 
         inspect_checkpoint(checkpoint)
-    source, setup = pull_model_and_adapter(PullOptions(str(checkpoint)), adapter, adapter_revision, adapter_format,
-                                           force=force)
+    source, setup = pull_model_and_adapter(SourceSpec(str(checkpoint), adapter=adapter,
+                                                      adapter_revision=adapter_revision,
+                                                      adapter_format=adapter_format), force=force)
     out = out or Path("out") / (setup.info.name if setup else checkpoint.resolve().name)
     toolchain = find_toolchain(llama_cpp)
     with progress_reporter() as progress:
-        result = convert_source(source, out, outtype, toolchain, progress, force=force, adapter=setup)
+        result = convert_source(source, out, outtype, toolchain, progress, force=force, adapter=setup, wait=wait)
     verb = "up to date" if result.skipped else f"written in {result.seconds:.1f} s"
     plain(f"{result.model}\n{result.mmproj}\n{verb}")
     print_notices(result.notices)
@@ -96,12 +99,12 @@ def quantize(
     threads: ThreadsOption = None,
     force: ForceOption = False,
     llama_cpp: LlamaCppOption = None,
+    wait: WaitOption = False,
 ) -> None:
     """Quantize the converted model with llama-quantize and report what each file really holds."""
-    from smolconv.quantize import DEFAULT_TYPES, QuantizeOptions
-    from smolconv.quantize import quantize as quantize_stage
 
-    options = QuantizeOptions(out, tuple(types or DEFAULT_TYPES), imatrix, imatrix_text, mmproj_type, threads, force)
+    options = QuantizeOptions(out, tuple(types or DEFAULT_TYPES), imatrix, imatrix_text, mmproj_type, threads, force,
+                              wait=wait)
     toolchain = find_toolchain(llama_cpp)
     with progress_reporter() as progress:
         result = quantize_stage(options, toolchain, progress)

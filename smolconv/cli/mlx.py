@@ -7,10 +7,18 @@ from typing import Annotated
 
 import typer
 
-from smolconv.choices import MlxBits, MlxDtype
 from smolconv.cli import _render_exports as _render
-from smolconv.cli._options import AdapterRevisionOption, ForceOption, ModelArgument, OfflineOption, RevisionOption
+from smolconv.cli._options import (
+    AdapterRevisionOption,
+    ForceOption,
+    ModelArgument,
+    OfflineOption,
+    RevisionOption,
+    WaitOption,
+)
 from smolconv.cli._output import print_failed, progress_reporter
+from smolconv.core.choices import MlxBits, MlxDtype
+from smolconv.formats.mlx.export import ExportMlxOptions, export_and_verify
 
 
 def export_mlx(
@@ -31,12 +39,12 @@ def export_mlx(
         "--adapter", help="A PEFT LoRA/DoRA adapter (directory or Hub id), merged in float32 before export.")] = None,
     adapter_revision: AdapterRevisionOption = None,
     force: ForceOption = False,
+    wait: WaitOption = False,
 ) -> None:
     """Export to MLX for Apple silicon (mlx-vlm's converter, mlx-community's layout), then verify."""
-    from smolconv.mlx.export import ExportMlxOptions, export_and_verify
 
     options = ExportMlxOptions(model, out, bits, group_size, dtype, force, revision, offline, adapter,
-                               adapter_revision)
+                               adapter_revision, wait=wait)
     with progress_reporter() as progress:
         result, report = export_and_verify(options, verify=verify, progress=progress)
     _render.mlx_export(result)

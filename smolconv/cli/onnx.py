@@ -8,8 +8,17 @@ from typing import Annotated
 import typer
 
 from smolconv.cli import _render_exports as _render
-from smolconv.cli._options import AdapterRevisionOption, ForceOption, ModelArgument, OfflineOption, RevisionOption
+from smolconv.cli._options import (
+    AdapterRevisionOption,
+    ForceOption,
+    ModelArgument,
+    OfflineOption,
+    RevisionOption,
+    WaitOption,
+)
 from smolconv.cli._output import print_failed, progress_reporter
+from smolconv.formats.onnx.export import ExportOptions, export_and_verify
+from smolconv.formats.onnx.quantize import DEFAULT_VARIANTS
 
 
 def export_onnx(
@@ -28,12 +37,12 @@ def export_onnx(
         "--adapter", help="A PEFT LoRA/DoRA adapter (directory or Hub id), merged in float32 before export.")] = None,
     adapter_revision: AdapterRevisionOption = None,
     force: ForceOption = False,
+    wait: WaitOption = False,
 ) -> None:
     """Export the three ONNX graphs (vision_encoder, embed_tokens, decoder_model_merged) and their variants."""
-    from smolconv.onnx.export import DEFAULT_VARIANTS, ExportOptions, export_and_verify
 
     options = ExportOptions(model, out, tuple(types or DEFAULT_VARIANTS), force, revision, offline, adapter,
-                            adapter_revision)
+                            adapter_revision, wait=wait)
     with progress_reporter() as progress:
         result, report = export_and_verify(options, verify=verify, threads=threads, progress=progress)
     _render.onnx_export(result)

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from smolconv.choices import KvType, Via
 from smolconv.cli import _render
 from smolconv.cli._options import (
+    DEFAULT_RESERVE_TEXT,
+    DEFAULT_VRAM_TEXT,
     BuildDirArgument,
     CreateOption,
     KvTypeOption,
@@ -20,9 +21,15 @@ from smolconv.cli._options import (
     TypesOption,
     ViaOption,
     VramOption,
+    WaitOption,
     plan_settings,
 )
 from smolconv.cli._output import progress_reporter, status
+from smolconv.core.choices import KvType, Via
+from smolconv.formats.gguf.package import PackageOptions
+from smolconv.formats.gguf.package import package as package_stage
+from smolconv.hub.publish import PublishOptions
+from smolconv.hub.publish import publish as publish_stage
 
 
 def package(
@@ -30,20 +37,20 @@ def package(
     types: TypesOption = None,
     presets: PresetOption = None,
     name: NameOption = None,
-    vram: VramOption = "8GiB",
-    reserve: ReserveOption = "512MiB",
+    vram: VramOption = DEFAULT_VRAM_TEXT,
+    reserve: ReserveOption = DEFAULT_RESERVE_TEXT,
     kv_type: KvTypeOption = KvType.F16,
     num_ctx: NumCtxOption = None,
     create: CreateOption = False,
     via: ViaOption = Via.AUTO,
     force: Annotated[bool, typer.Option("--force", help="Replace Modelfiles smolconv did not write.")] = False,
+    wait: WaitOption = False,
 ) -> None:
     """Write a Modelfile per variant and preset (num_ctx and num_gpu from plan); with --create, `ollama create` them."""
-    from smolconv.package import PackageOptions
-    from smolconv.package import package as package_stage
 
     settings = plan_settings(vram, reserve, None, kv_type, num_ctx)
-    options = PackageOptions(out, tuple(types or ()), tuple(presets or ()), name, settings, force, create, via)
+    options = PackageOptions(out, tuple(types or ()), tuple(presets or ()), name, settings, force, create, via,
+                             wait=wait)
     with progress_reporter() as progress:
         result = package_stage(options, progress)
     _render.packaged(result)
@@ -66,8 +73,6 @@ def publish(
 ) -> None:
     """Upload a build to the Hub in ggml-org's layout (GGUF files, mmproj, template, params, model card), or an
     export-mlx folder in mlx-community's (MLX weights, config, processor, tokenizer, model card)."""
-    from smolconv.publish import PublishOptions
-    from smolconv.publish import publish as publish_stage
 
     options = PublishOptions(out, repo, tuple(types or ()), preset, private, dry_run, force, base_model)
     with status("publishing"):

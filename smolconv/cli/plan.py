@@ -7,9 +7,11 @@ from typing import Annotated
 
 import typer
 
-from smolconv.choices import KvType
+from smolconv.checks.workload import measure_plans
 from smolconv.cli import _render
 from smolconv.cli._options import (
+    DEFAULT_RESERVE_TEXT,
+    DEFAULT_VRAM_TEXT,
     KvTypeOption,
     LlamaCppOption,
     NumCtxOption,
@@ -20,13 +22,16 @@ from smolconv.cli._options import (
     plan_settings,
 )
 from smolconv.cli._output import status
+from smolconv.core.choices import KvType
+from smolconv.plan import PlanOptions, format_bytes
+from smolconv.plan import plan as plan_stage
 
 
 def plan(
     target: Annotated[str, typer.Argument(help="A build directory, or 256m / 500m / 2.2b (no download needed).")],
     types: TypesOption = None,
-    vram: VramOption = "8GiB",
-    reserve: ReserveOption = "512MiB",
+    vram: VramOption = DEFAULT_VRAM_TEXT,
+    reserve: ReserveOption = DEFAULT_RESERVE_TEXT,
     overhead: Annotated[str | None, typer.Option(
         "--overhead", help="A flat figure for the CUDA runtime outside llama.cpp's buffers (default: the model "
         "fitted on an H100: context, cuBLAS, memory pool).")] = None,
@@ -40,15 +45,11 @@ def plan(
     llama_cpp: LlamaCppOption = None,
 ) -> None:
     """Fit each variant to the GPU: the largest num_ctx with every layer and the projector on it, else the offload."""
-    from smolconv.plan import PlanOptions, format_bytes
-    from smolconv.plan import plan as plan_stage
 
     settings = plan_settings(vram, reserve, overhead, kv_type, num_ctx, max_ctx)
     plans = plan_stage(PlanOptions(target, tuple(types or ()), settings))
     measured = None
     if measure:
-        from smolconv.workload import measure_plans
-
         toolchain = find_toolchain(llama_cpp)
         with status("measuring with llama-server"):
             measured = measure_plans(plans, toolchain, settings)

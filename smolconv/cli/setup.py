@@ -7,10 +7,13 @@ from typing import Annotated
 
 import typer
 
+from smolconv.checks.doctor import run_doctor
 from smolconv.cli import _render
 from smolconv.cli._options import LlamaCppOption
 from smolconv.cli._output import plain, print_failed, progress_reporter, status
-from smolconv.models import Layout
+from smolconv.core.models import Layout
+from smolconv.fixtures.synth import SynthOptions, synth_checkpoint
+from smolconv.llamacpp.toolchain import SetupOptions, setup_toolchain, user_toolchain
 
 
 def setup(
@@ -22,7 +25,6 @@ def setup(
     sdist: Annotated[Path | None, typer.Option("--sdist", help="A local copy of the pinned sdist.")] = None,
 ) -> None:
     """Build the pinned llama.cpp tools into the user cache (once), or check your own build."""
-    from smolconv.toolchain import SetupOptions, setup_toolchain, user_toolchain
 
     if llama_cpp:
         toolchain = user_toolchain(llama_cpp)
@@ -41,7 +43,6 @@ def doctor(
     work_dir: Annotated[Path, typer.Option("--work-dir", help="Where models will be written.")] = Path("."),
 ) -> None:
     """Check the toolchain, converter packages, Ollama, GPU and disk. Exit 0 when the pipeline can run."""
-    from smolconv.doctor import run_doctor
 
     report = run_doctor(llama_cpp, work_dir)
     if json_out:
@@ -67,7 +68,6 @@ def synth(
     ] = None,
 ) -> None:
     """Write a SmolVLM2-shaped fixture checkpoint (for tests and benchmarks; not a usable model)."""
-    from smolconv.synth import SynthOptions, synth_checkpoint
 
     with status("writing fixture") as update:
         result = synth_checkpoint(SynthOptions(shape=shape, out=out, seed=seed, force=force, layout=layout,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from smolconv.errors import SmolconvError
+from smolconv.core.errors import SmolconvError
 from smolconv.plan.memory import MiB, PlanSettings
-from smolconv.plan.variants import Variant
+from smolconv.process.runner import run_until
+from smolconv.record.variants import Variant
 
 # --------------------------------------------------------------------------------------------------
 # Checking the model against llama.cpp's own numbers
@@ -87,7 +88,6 @@ def parse_llama_server_memory(log: str) -> MeasuredMemory:
 def measure_llama_server(toolchain, variant: Variant, n_ctx: int, settings: PlanSettings,
                          n_gpu_layers: int | None = None, port: int = 0) -> MeasuredMemory:
     """Start llama-server on the variant's files, read the buffer sizes it reports, stop it."""
-    from smolconv.runner import run_until
 
     if variant.text_path is None or variant.projector_path is None:
         raise SmolconvError("a variant estimated from config dimensions has no files to measure",

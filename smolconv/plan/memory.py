@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from smolconv.errors import SmolconvError
-from smolconv.plan.variants import Projector, TextModel, Variant
+from smolconv.core.errors import SmolconvError
+from smolconv.record.variants import Projector, TextModel, Variant
 
 MiB = 2**20
 GiB = 2**30
@@ -32,10 +32,14 @@ CUBLAS_WORKSPACE = 32 * MiB   # cuBLAS's recommended workspace on Hopper (4 MiB 
 CUBLAS_LIBRARY = 76 * MiB     # cuBLAS's handle and kernels, loaded on the first GEMM (the first image): fitted
 
 
+DEFAULT_VRAM = 8 * GiB        # the card: an RTX 4070 has 8 GiB
+DEFAULT_RESERVE = 512 * MiB   # left free for the desktop and other programs
+
+
 @dataclass(frozen=True)
 class PlanSettings:
-    vram: int = 8 * GiB             # the card: an RTX 4070 has 8 GiB
-    reserve: int = 512 * MiB        # left free for the desktop and other programs
+    vram: int = DEFAULT_VRAM
+    reserve: int = DEFAULT_RESERVE
     overhead: int | None = None     # a flat figure for the CUDA runtime instead of the model (runtime_bytes)
     kv_type: str = "f16"
     n_ubatch: int = 512             # llama-server's default physical batch
@@ -166,6 +170,11 @@ def parse_size(text: str) -> int:
     power = "KMGT".index(prefix) + 1
     decimal = match.group(4) and not match.group(3)
     return int(number * (1000**power if decimal else 1024**power))
+
+
+def size_text(n: int) -> str:
+    """A size as the options take it (parse_size reads it back): 8GiB, 512MiB."""
+    return f"{n // GiB}GiB" if n % GiB == 0 else f"{n // MiB}MiB"
 
 
 def format_bytes(n: float) -> str:

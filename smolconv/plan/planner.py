@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from smolconv.errors import SmolconvError
-from smolconv.models import SHAPES, ModelShape, get_shape
+from smolconv.core.errors import SmolconvError
+from smolconv.core.models import SHAPES, ModelShape, get_shape
 from smolconv.plan.memory import (
     OLLAMA_IMAGE_TOKENS_BUDGET,
     OLLAMA_MMPROJ_HEADROOM,
@@ -17,7 +17,7 @@ from smolconv.plan.memory import (
     format_bytes,
 )
 from smolconv.plan.quant_rules import estimated_variant
-from smolconv.plan.variants import Variant, build_variants
+from smolconv.record.variants import Variant, build_variants
 
 # --------------------------------------------------------------------------------------------------
 # Planning

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from smolconv.errors import SmolconvError
-from smolconv.models import ModelShape
-from smolconv.plan.variants import Projector, TextModel, Variant
+from smolconv.core.errors import SmolconvError
+from smolconv.core.models import ModelShape
+from smolconv.record.variants import Projector, TextModel, Variant
 
 # --------------------------------------------------------------------------------------------------
 # Estimating variants from config dimensions (no download): llama-quantize's type choice, re-stated
