@@ -15,15 +15,21 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
-from huggingface_hub.errors import HfHubHTTPError
-from huggingface_hub.utils import hf_raise_for_status
 from transformers.utils.chat_template_utils import render_jinja_template
 from typer.testing import CliRunner
 
 from smolconv.core.models import CHAT_TEMPLATE
 from smolconv.core.templates import templates_dir
 from smolconv.hub.publish import PublishOptions, publish
-from tests.helpers import CONVERSATIONS, check_published_folder, invoke, ollama_messages, render_with_go, run_cli
+from tests.helpers import (
+    CONVERSATIONS,
+    check_published_folder,
+    hub_error,
+    invoke,
+    ollama_messages,
+    render_with_go,
+    run_cli,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -136,21 +142,6 @@ def test_no_token_and_offline_are_one_line(build_256m_q4_q8, tmp_path):
     assert not any(p.name.startswith(".publish-") for p in build_256m_q4_q8.iterdir())
 
 
-def _hub_error(status: int, url: str):
-    """The error huggingface_hub raises for this answer of the Hub, made from a real response of its transport
-    (httpx since huggingface_hub 1.0)."""
-    import httpx
-
-    request = httpx.Request("POST", url, headers={"authorization": f"Bearer {SECRET}"})
-    response = httpx.Response(status, request=request, headers={"X-Request-Id": "test-request"},
-                              content=json.dumps({"error": f"denied ({SECRET} is not shown by smolconv)"}).encode())
-    try:
-        hf_raise_for_status(response)
-    except (HfHubHTTPError, httpx.HTTPStatusError) as exc:  # whichever huggingface_hub raises for this answer
-        return exc
-    raise AssertionError("hf_raise_for_status did not raise")
-
-
 @pytest.mark.parametrize(("failing", "status", "expected"), [
     ("create_repo", 401, ("refused the token (401", "settings/tokens")),
     ("upload_folder", 403, (f"cannot write to {REPO} (403", "write access")),
@@ -165,7 +156,7 @@ def test_hub_refusals_are_one_line(build_256m_q4_q8, monkeypatch, failing, statu
     def answer(self, *args, **kwargs):
         calls.append(kwargs.get("repo_id", args[0] if args else None))
         if calls and len(calls) == (1 if failing == "create_repo" else 2):
-            raise _hub_error(status, f"https://huggingface.co/api/repos/{REPO}")
+            raise hub_error(status, f"https://huggingface.co/api/repos/{REPO}", SECRET)
 
     monkeypatch.setattr(HfApi, "create_repo", answer)
     monkeypatch.setattr(HfApi, "upload_folder", answer)
