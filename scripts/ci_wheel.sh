@@ -44,12 +44,16 @@ from huggingface_hub import ModelCard
 
 repo = Path("repo")
 names = sorted(p.name for p in repo.iterdir())
-assert names == ["README.md", "mmproj-tiny-f16.gguf", "params", "template", "tiny-Q4_K_M.Modelfile",
-                 "tiny-Q4_K_M.gguf"], names
+assert names == ["README.md", "mmproj-tiny-f16.gguf", "params", "smolconv.json", "template",
+                 "tiny-Q4_K_M.Modelfile", "tiny-Q4_K_M.gguf"], names
 card = ModelCard.load(repo / "README.md")
 assert card.data.pipeline_tag == "image-text-to-text" and "gguf" in card.data.tags, card.data
 assert "ollama run hf.co/ci/smolvlm2-tiny-GGUF:Q4_K_M" in card.text
 assert json.loads((repo / "params").read_text())["stop"] == ["<end_of_utterance>"]
+# batch's skip-if-current reads this record: the local source's files and every uploaded file by sha256.
+record = json.loads((repo / "smolconv.json").read_text())
+assert record["source"]["commit"].startswith("sha256:"), record["source"]
+assert set(record["files"]) == set(names) - {"smolconv.json"}, record["files"]
 print("publish folder:", ", ".join(names))
 EOF
 step "done"

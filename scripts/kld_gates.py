@@ -1,5 +1,5 @@
 """What a healthy small model's quants score on verify's KL divergence, and what broken ones score: the table that
-smolconv.reference.gates' per-size defaults are chosen from (docs/USAGE.md, "verify's KLD gates").
+smolconv.reference.gates' per-size defaults are chosen from (docs/checks.md, "verify's KLD gates").
 
 No real weights are needed. The 256m fixture's text weights are SmolLM2-135M-Instruct dequantized from a Q4_1 GGUF
 (token embedding and head from Q8_0): every value sits on its block's grid, which llama-quantize's Q4_K/Q5_0 grids

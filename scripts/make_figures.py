@@ -10,6 +10,9 @@ What each comes from, all written under docs/figures/:
   against the 8 GiB card and what the 512 MiB `--reserve` leaves.
 - size-vs-kld.png: the picture `smolconv publish` puts on the model card, from `smolconv publish --dry-run` of the
   tests' 256m fixture build (`smolconv synth --shape 256m`, then `smolconv build`; its verify measured the KLD).
+- eval-accuracy.png: the picture `smolconv eval` writes beside its report, from `smolconv eval` of that build on
+  examples/cases.jsonl: each variant's accuracy on the labelled cases and its agreement with the transformers
+  reference, against file size.
 - video-tokens.svg: `scripts/bench_video.py` on that build (needs ffmpeg for llama-server's input_video; about 5
   minutes on 2 cores); its JSON is kept as video-bench.json, and without ffmpeg (or with --no-video-bench) the chart
   is drawn again from that last real run.
@@ -44,7 +47,7 @@ SEGMENTS = (  # (label, colour, the plan's memory fields it sums)
     ("CUDA runtime", "#8c8c8c", ("overhead",)),
 )
 ASK = "What is the capital of France?"
-ALL = ("plan", "kld", "video", "terminal")
+ALL = ("plan", "kld", "eval", "video", "terminal")
 
 
 def smolconv(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -160,6 +163,16 @@ def kld_picture(build: Path, work: Path) -> Path:
         raise SystemExit(f"publish wrote no {PICTURE_NAME}: did verify measure the KL divergence?")
     target = FIGURES / "size-vs-kld.png"
     shutil.copyfile(repo / PICTURE_NAME, target)
+    print(f"wrote {target.relative_to(ROOT)} ({target.stat().st_size // 1024} KiB)")
+    return target
+
+
+def eval_picture(build: Path) -> Path:
+    cases = ROOT / "examples" / "cases.jsonl"
+    smolconv("eval", str(build), "--cases", str(cases))
+    drawn = build / "eval" / f"{cases.stem}.png"
+    target = FIGURES / "eval-accuracy.png"
+    shutil.copyfile(drawn, target)
     print(f"wrote {target.relative_to(ROOT)} ({target.stat().st_size // 1024} KiB)")
     return target
 
@@ -288,10 +301,12 @@ def main() -> int:
     FIGURES.mkdir(parents=True, exist_ok=True)
     if "plan" in only:
         plan_chart()
-    if only & {"kld", "video", "terminal"}:
+    if only & {"kld", "eval", "video", "terminal"}:
         build = fixture_build(args.work.resolve())
         if "kld" in only:
             kld_picture(build, args.work.resolve())
+        if "eval" in only:
+            eval_picture(build)
         if "video" in only:
             video_chart(build, bench_again=not args.no_video_bench)
         if "terminal" in only:

@@ -17,6 +17,15 @@ from smolconv.fixtures.synth import SynthOptions, synth_checkpoint
 from smolconv.llamacpp.toolchain import SetupOptions, Toolchain, setup_toolchain
 from tests.helpers import FIXTURE_VISION_LAYERS, ONNX_VARIANTS, SHARED_BUILD_SETTINGS, LlamaServers, run_cli
 
+# `make test` runs two pytest-xdist workers. ggml's threads wait for each other by spinning, so two llama.cpp
+# processes with a thread per core each spend the cores spinning: each worker's llama.cpp tools
+# (LLAMA_ARG_THREADS), torch (OMP_NUM_THREADS) and BLAS take their share of the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _share = str(max(1, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "2"))))
+    os.environ.setdefault("LLAMA_ARG_THREADS", _share)
+    os.environ.setdefault("OMP_NUM_THREADS", _share)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", _share)
+
 # A test that uses one of these builds llama.cpp, converts, or runs a model: it is `slow`, and `make check`
 # (the tier that needs no llama.cpp build and no model run) leaves it out. Fixtures defined in a test module
 # that need one of these are covered too: pytest lists a test's whole fixture closure.
@@ -97,8 +106,8 @@ def counted_build_256m(toolchain, fixture_256m, tmp_path_factory) -> CountedBuil
 
 @pytest.fixture(scope="session")
 def built_256m(counted_build_256m):
-    """The 256m fixture's default build (a BuildResult): test_build.py checks it; others read it, or link its
-    files into a folder of their own to change."""
+    """The 256m fixture's default build (a BuildResult). Only test_build.py uses it: `make test` hands each test
+    file to one of two pytest-xdist workers (--dist loadfile), and a second file would build it again."""
     return counted_build_256m.result
 
 

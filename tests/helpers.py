@@ -23,7 +23,7 @@ __all__ = [
     "CONVERSATIONS", "DAMAGED_PROJECTOR_TENSOR", "FIXTURE_VISION_LAYERS", "ONNX_VARIANTS", "PROJECTOR_256M",
     "SHARED_BUILD_SETTINGS", "CliResult", "LlamaServers", "assert_one_line_error", "chat_with_llama_server",
     "check_published_folder", "child_pids", "cmdline", "descendants", "free_port", "hub_error", "invoke",
-    "linked_build",
+    "linked_build", "tool_threads",
     "ollama_messages", "pid_is_running", "render_with_go", "run_cli", "runs_program", "wait_for_http",
     "write_test_image",
 ]
@@ -37,6 +37,13 @@ FIXTURE_VISION_LAYERS = 2
 # The shared default build plans at most this context. Its smoke fills num_ctx with the long prompt, whose cost
 # grows with the square of the context on a CPU (8192 tokens: over a minute here); every check runs the same at 2048.
 SHARED_BUILD_SETTINGS = PlanSettings(max_ctx=2048)
+
+
+def tool_threads() -> str:
+    """The --threads a test gives llama.cpp's tools: a pytest-xdist worker's share of the cores under `make test`
+    (tests/conftest.py sets LLAMA_ARG_THREADS: two spinning 2-thread processes on 2 cores crawl), else 2."""
+    return os.environ.get("LLAMA_ARG_THREADS", "2")
+
 
 # What the shared ONNX export holds: every variant (test_onnx.py measures them; the transformers.js test loads q4).
 ONNX_VARIANTS = ("fp32", "fp16", "quantized", "q4", "q4f16")
@@ -189,7 +196,7 @@ class LlamaServers:
             port = free_port()
             server = subprocess.Popen(
                 [self.toolchain.tool("llama-server"), "-m", model, "--mmproj", mmproj, "--host", "127.0.0.1",
-                 "--port", str(port), "-c", "2048", "--threads", "2"],
+                 "--port", str(port), "-c", "2048", "--threads", tool_threads()],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             self.running[key] = (server, f"http://127.0.0.1:{port}")

@@ -18,6 +18,7 @@ from smolconv.checks.smoke import CASES
 from smolconv.core.hashing import sha256_file
 from smolconv.core.models import END_OF_UTTERANCE_ID
 from smolconv.llamacpp.gguf_header import read_gguf_header
+from smolconv.media.video import probe
 from smolconv.pipeline import BuildOptions, build
 from smolconv.plan import build_variants
 from tests.helpers import (
@@ -27,6 +28,7 @@ from tests.helpers import (
     run_cli,
     write_test_image,
 )
+from tests.videos import IMAGE_SEQ_LEN, transformers_indices, transformers_video_prompt, write_clip
 
 pytestmark = pytest.mark.slow
 NAME = "smolvlm2-256m"
@@ -376,3 +378,72 @@ def test_relative_paths_work_from_any_directory(toolchain, fixture_tiny, tmp_pat
     assert (tmp_path / "built" / "ckpt-F16.gguf").is_file()
     assert (tmp_path / "built" / "ckpt-Q8_0.gguf").is_file()
 
+
+# -- the default build's reads, and its video path (verify's video check, ask --video) ---------------------------
+
+
+def test_a_build_loads_build_json_once_and_reads_each_gguf_header_once(counted_build_256m):
+    """A build directory is read once per command: build.json loaded once, each GGUF header read once, counted on
+    the default build (conftest.counted_build_256m): every stage, verify and smoke included, four variants."""
+    result = counted_build_256m.result
+    assert result.verified is not None and result.smoked, "the walk must cover verify and smoke"
+    assert counted_build_256m.manifest_loads == [result.out_dir]
+    # F16, Q4_K_M, Q5_K_M and Q8_0 text models and the projector: each header read once though six stages ask.
+    reads = counted_build_256m.header_reads
+    assert len(reads) == 5 and set(reads.values()) == {1}, reads
+
+
+def test_llama_server_with_the_video_projector_spends_two_tiles_a_frame(built_256m, tmp_path):
+    """256m: llama-server with the video projector against transformers' video prompt, the same clip. The
+    documented difference: llama.cpp adds the frame's one tile beside the overview transformers gives (its
+    `<fake_token_around_image><row_1_col_1>`, the tile's 64 tokens and the "\\n\\n" before the overview)."""
+    from transformers import AutoTokenizer
+    from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    from smolconv.checks.ask import AskOptions, ask
+    from smolconv.llamacpp.toolchain import find_toolchain
+
+    clip = write_clip(tmp_path / "square.mp4", seconds=8, fps=10)
+    out = built_256m.out_dir
+    result = ask(AskOptions(str(out), "What moves?", video=clip, variant="Q8_0", max_tokens=4), find_toolchain())
+    frames = len(result.frames)
+    assert frames == 8 and result.decoded_frames <= 80
+    conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What moves?"}]}]
+    [hf], _ = render_jinja_template(conversations=[conversation], chat_template=DEFAULT_CHAT_TEMPLATE,
+                                    add_generation_prompt=True)
+    info = probe(clip)
+    hf = hf.replace("<video>", transformers_video_prompt(info, transformers_indices(info, 1.0, 64)))
+    source = json.loads((out / "build.json").read_text())["source"]["path"]
+    hf_tokens = len(AutoTokenizer.from_pretrained(source)(hf, add_special_tokens=False)["input_ids"])
+    assert result.answer.prompt_tokens - hf_tokens == frames * (IMAGE_SEQ_LEN + 3)
+    # What the plan counts a frame at (ask refuses by it) covers what llama-server spends, with the text reserve.
+    assert frames * result.frame_tokens <= result.answer.prompt_tokens <= frames * result.frame_tokens + 256
+
+
+def test_verify_compares_llama_servers_video_prompt_with_transformers(built_256m, tmp_path):
+    """The default build's verify: llama-server with the video projector against transformers on a 4-frame clip.
+    The token counts differ by the documented 67 a frame; on llama.cpp's layout the logits meet the video gate."""
+    from transformers import AutoTokenizer
+    from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    from smolconv.formats.gguf.verify import VIDEO_QUESTION, VIDEO_SECONDS
+    from smolconv.media.drawn import write_clip as smolconv_clip
+
+    report = json.loads((built_256m.out_dir / "verify.json").read_text())
+    video = report["video"]
+    assert video["checked"] and video["frames"] == VIDEO_SECONDS
+    assert video["nmse"] < report["gates"]["max_video_nmse"] and video["top1_same"]
+    # transformers' own prompt for verify's clip, from its processor's code and chat template.
+    info = probe(smolconv_clip(tmp_path / "clip.mp4", seconds=VIDEO_SECONDS))
+    conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": VIDEO_QUESTION}]}]
+    [hf], _ = render_jinja_template(conversations=[conversation], chat_template=DEFAULT_CHAT_TEMPLATE,
+                                    add_generation_prompt=True)
+    hf = hf.replace("<video>", transformers_video_prompt(info, transformers_indices(info, 1.0, 64)))
+    tokenizer = AutoTokenizer.from_pretrained(json.loads((built_256m.out_dir / "build.json").read_text())
+                                              ["source"]["path"])
+    assert video["tokens_transformers"] == len(tokenizer(hf, add_special_tokens=False)["input_ids"])
+    assert video["tokens_llama_cpp"] == video["tokens_expected"]
+    assert video["tokens_llama_cpp"] - video["tokens_transformers"] == video["frames"] * (IMAGE_SEQ_LEN + 3)
+    assert video["layout_kl"] > 0  # measured and reported: the overview tile changes what the model sees

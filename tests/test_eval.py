@@ -28,7 +28,7 @@ from smolconv.checks.eval_plot import write_plot
 from smolconv.core.choices import ExpectKind
 from smolconv.core.errors import SmolconvError
 from tests.fake_ollama import FakeOllama
-from tests.helpers import assert_one_line_error, invoke, write_test_image
+from tests.helpers import assert_one_line_error, invoke, tool_threads, write_test_image
 from tests.videos import write_clip
 
 TAG = "smolvlm2:test"
@@ -357,7 +357,7 @@ def test_one_table_across_llama_server_onnx_mlx_and_the_reference(build_256m_q4_
     out = linked_build(build_256m_q4_q8, tmp_path / NAME)
     cases = write_cases(tmp_path / "mine.jsonl", *TEXT_CASES)
     result = invoke("eval", str(out), str(onnx_256m), str(mlx_256m), "--cases", str(cases), "--type", "Q4_K_M",
-                    "--type", "Q8_0", "--type", "q4", "--threads", "2")
+                    "--type", "Q8_0", "--type", "q4", "--threads", tool_threads())
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((out / "eval" / "mine.json").read_text())
     labels = [r["label"] for r in report["runs"]]
@@ -411,7 +411,7 @@ def test_an_image_case_is_judged_by_agreement_with_the_reference(onnx_256m, tmp_
     cases = write_cases(tmp_path / "scenes.jsonl",
                         *({"id": n, "question": "Describe this image.", "image": f"{n}.png", "max_tokens": 6}
                           for n in ("day", "night")))
-    result = invoke("eval", str(onnx_256m), "--cases", str(cases), "--type", "fp32", "--threads", "2",
+    result = invoke("eval", str(onnx_256m), "--cases", str(cases), "--type", "fp32", "--threads", tool_threads(),
                     "--report-dir", str(tmp_path / "reports"))
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((tmp_path / "reports" / "scenes.json").read_text())
@@ -443,7 +443,8 @@ def test_max_drop_fails_a_damaged_quant(build_256m_q4_q8, tmp_path):
     out = linked_build(build_256m_q4_q8, tmp_path / NAME, damaged=f"{NAME}-Q8_0.gguf")
     rename_token(out / f"{NAME}-Q8_0.gguf", "ĠParis", "ĠLYONS")
     cases = write_cases(tmp_path / "capital.jsonl", TEXT_CASES[0])
-    result = invoke("eval", str(out), "--cases", str(cases), "--type", "Q8_0", "--max-drop", "10", "--threads", "2")
+    result = invoke("eval", str(out), "--cases", str(cases), "--type", "Q8_0", "--max-drop", "10",
+                    "--threads", tool_threads())
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Q8_0 llama-server: accuracy 0.0% is 100.0 points under the reference's 100.0% (--max-drop 10)" in \
         " ".join(result.stderr.split())
@@ -505,8 +506,8 @@ def test_build_cases_fails_a_fine_tune_that_learned_a_wrong_fact_and_publishes_n
                                                        if c.name == "text_hello"))
     calls = _hub_calls(monkeypatch)
     cases = write_cases(tmp_path / "facts.jsonl", TEXT_CASES[0], TEXT_CASES[2])
-    common = ("--type", "Q8_0", "--preset", "general", "--threads", "2", "--skip-check", "vision", "--skip-check",
-              "video", "--skip-check", "kld", "--cases", str(cases), "--min-accuracy", "100",
+    common = ("--type", "Q8_0", "--preset", "general", "--threads", tool_threads(), "--skip-check", "vision",
+              "--skip-check", "video", "--skip-check", "kld", "--cases", str(cases), "--min-accuracy", "100",
               "--publish", "someone/SmolVLM2-256M-GGUF")
     tuned = wrong_fact_fine_tune(fixture_256m, tmp_path / "wrong-fact")
     bad_out = tmp_path / "wrong-fact-build"

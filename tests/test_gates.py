@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from smolconv.cli import app
 from smolconv.core.hashing import sha256_file
-from tests.helpers import DAMAGED_PROJECTOR_TENSOR, linked_build, run_cli
+from tests.helpers import DAMAGED_PROJECTOR_TENSOR, linked_build, run_cli, tool_threads
 
 pytestmark = pytest.mark.slow
 NAME = "smolvlm2-256m"
@@ -64,7 +64,7 @@ def wrong_answer_build(build_256m_q4_q8, tmp_path) -> Path:
 
 
 def test_smoke_strict_fails_a_wrong_answer_and_plain_smoke_only_notes_it(toolchain, wrong_answer_build):
-    common = ("smoke", str(wrong_answer_build), "--type", "Q8_0", "--case", "text_fact", "--threads", "2")
+    common = ("smoke", str(wrong_answer_build), "--type", "Q8_0", "--case", "text_fact", "--threads", tool_threads())
     strict = run_cli(*common, "--strict")
     assert strict.returncode == 1, strict.stdout + strict.stderr
     assert "smoke failed" in strict.stderr + strict.stdout and "text_fact" in strict.stderr + strict.stdout
@@ -119,7 +119,7 @@ def test_build_exits_1_and_does_not_publish_when_a_gate_fails(toolchain, tmp_pat
                                                        if c.name in ("text_hello", "text_fact")))
     calls = _hub_calls(monkeypatch)
     result = CliRunner().invoke(app, ["build", str(fixture), "--out", str(out), "--type", variant,
-                                      "--preset", "general", "--threads", "2", "--publish", REPO, *extra])
+                                      "--preset", "general", "--threads", tool_threads(), "--publish", REPO, *extra])
     assert result.exit_code == 1, result.output
     assert calls == []  # nothing created or uploaded
     expected = {"wrong answer": "smoke Q8_0: text_fact failed", "KLD over --max-kld": "Q8_0 mean KLD",
@@ -138,7 +138,7 @@ def test_verify_fails_when_the_gguf_tokenizes_differently(toolchain, build_256m_
     out = linked_build(build_256m_q4_q8, tmp_path / NAME)
 
     result = run_cli("verify", str(out), "--checkpoint", str(checkpoint), "--type", "Q8_0", "--no-vision",
-                     "--skip-check", "kld", "--threads", "2")
+                     "--skip-check", "kld", "--threads", tool_threads())
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "tokenizes" in result.stderr and "differently" in result.stderr, result.stderr
@@ -165,7 +165,7 @@ def test_a_vision_check_that_cannot_run_fails_unless_allowed(toolchain, build_ti
     wrapper.write_text(f"#!/bin/sh\nunset MTMD_DEBUG_EMBEDDINGS\nexec {toolchain.tool('llama-mtmd-cli')} \"$@\"\n")
     wrapper.chmod(0o755)
     out = linked_build(build_tiny_q4, tmp_path / build_tiny_q4.name)
-    args = ("verify", str(out), "--type", "Q4_K_M", "--threads", "2", "--llama-cpp", str(fake),
+    args = ("verify", str(out), "--type", "Q4_K_M", "--threads", tool_threads(), "--llama-cpp", str(fake),
             "--skip-check", "video", "--skip-check", "kld")
 
     refused = run_cli(*args)

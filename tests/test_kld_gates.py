@@ -17,7 +17,7 @@ import pytest
 from smolconv.core.models import SHAPES
 from smolconv.reference.gates import DEFAULT_MAX_KLD, DEFAULT_MAX_KLD_BY_SIZE, Gates, model_size
 from smolconv.source.checkpoint import FIXTURE_MARKER
-from tests.helpers import invoke, linked_build
+from tests.helpers import invoke, linked_build, tool_threads
 
 NAME = "smolvlm2-256m"
 
@@ -51,7 +51,7 @@ def test_a_healthy_256m_passes_its_default_gates_and_a_damaged_quant_fails(toolc
     shutil.copytree(fixture_256m, real, copy_function=os.link, ignore=shutil.ignore_patterns(FIXTURE_MARKER))
     out = linked_build(build_256m_q4_q8, tmp_path / NAME, damaged=f"{NAME}-Q8_0.gguf")
     common = ("verify", str(out), "--checkpoint", str(real), "--skip-check", "vision", "--skip-check", "video",
-              "--threads", "2")
+              "--threads", tool_threads())
 
     healthy = invoke(*common)
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr

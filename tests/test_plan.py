@@ -189,7 +189,7 @@ def test_image_and_video_frame_tokens_follow_smolvlm_layout():
     # A 16:9 frame sent as an image is tiled like any image: 12 tiles and the overview.
     assert projector.photo_frame_tokens == 12 * 66 + 3 + 1 + 66 + 1
     # Through the video projector (mtmd-image.cpp, idefics3): <fake><row_1_col_1> + 64, then "\n\n" <fake>
-    # <global-img> + 64 + <fake>, and the frame's "\nFrame from MM:SS:" (10 tokens): test_video.py measures it.
+    # <global-img> + 64 + <fake>, and the frame's "\nFrame from MM:SS:" (10 tokens): test_build.py measures it.
     assert projector.video_frame_tokens == (2 + 64) + (3 + 64 + 1) + 10
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from smolconv.plan import PlanSettings, build_variants, plan_variant
 from smolconv.runtime.serve import free_port
-from tests.helpers import child_pids, pid_is_running, wait_for_http
+from tests.helpers import child_pids, pid_is_running, tool_threads, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def _as_in_a_terminal() -> None:
 def test_serve_waits_for_health_uses_the_plan_and_stops_on_ctrl_c(build_256m_q4_q8):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "smolconv", "serve", str(build_256m_q4_q8), "--type", "Q8_0",
-                             "--port", str(port), "--threads", "2"],
+                             "--port", str(port), "--threads", tool_threads()],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_in_a_terminal)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", timeout=300, process=proc)

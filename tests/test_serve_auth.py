@@ -17,7 +17,7 @@ import pytest
 from smolconv.core.errors import SmolconvError
 from smolconv.runtime.auth import API_KEY_ENV, check_exposure, is_loopback, read_api_key, server_key_file
 from smolconv.runtime.serve import free_port
-from tests.helpers import assert_one_line_error, run_cli, wait_for_http
+from tests.helpers import assert_one_line_error, run_cli, tool_threads, wait_for_http
 
 
 def _env_without_key() -> dict:
@@ -88,8 +88,8 @@ def test_serve_with_a_key_answers_only_requests_that_carry_it(build_tiny_q4):
     port = free_port()
     env = _env_without_key() | {API_KEY_ENV: key}
     proc = subprocess.Popen([sys.executable, "-m", "smolconv", "serve", str(build_tiny_q4), "--host", "0.0.0.0",
-                             "--port", str(port), "--threads", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                             "--port", str(port), "--threads", tool_threads()],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", timeout=300, process=proc)  # /health needs no key
         assert not any(key in line for line in _command_lines()), "the key is on a command line"

@@ -119,7 +119,7 @@ def test_plan_measure_stops_llama_server(signum, build_tiny_q4):
 
 @SIGNALS
 def test_serve_stops_in_order_with_exit_0(signum, build_tiny_q4):
-    """All three, SIGHUP too, end serve with 0 (docs/USAGE.md "Stopping"): stopping the server is how serve ends."""
+    """All three, SIGHUP too, end serve with 0 (docs/commands.md, "Stopping"): stopping the server is how serve ends."""
     proc = start_cli("serve", str(build_tiny_q4), "--port", str(free_port()))
     wait_for_child(proc, "llama-server")
     stop_and_check(proc, signum, 0)

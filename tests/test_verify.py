@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from gguf import GGUFReader
 
-from tests.helpers import DAMAGED_PROJECTOR_TENSOR, linked_build, run_cli
+from tests.helpers import DAMAGED_PROJECTOR_TENSOR, linked_build, run_cli, tool_threads
 
 pytestmark = pytest.mark.slow
 DAMAGED_TENSOR = "blk.1.ffn_down.weight"  # the tiny fixture has two layers
@@ -33,7 +33,8 @@ def test_a_damaged_f16_gguf_fails_verify(toolchain, build_tiny_q4, tmp_path):
     _scale_tensor(damaged / f16, DAMAGED_TENSOR, 1.5)
 
     # The damage is in the text model: the checks of the projectors and the quantized variant are left out.
-    result = run_cli("verify", str(damaged), "--type", "Q4_K_M", "--no-vision", "--skip-check", "kld", "--threads", "2")
+    result = run_cli("verify", str(damaged), "--type", "Q4_K_M", "--no-vision", "--skip-check", "kld",
+                     "--threads", tool_threads())
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "F16 logits NMSE" in result.stderr, result.stderr
@@ -49,7 +50,7 @@ def test_a_damaged_video_projector_fails_verify_on_the_video_prompt(toolchain, b
     out = linked_build(build_256m_q4_q8, tmp_path / build_256m_q4_q8.name, damaged=video)
     _scale_tensor(out / video, DAMAGED_PROJECTOR_TENSOR, 1.5)
 
-    report = verify(VerifyOptions(out, types=(), threads=2), toolchain)
+    report = verify(VerifyOptions(out, types=(), threads=int(tool_threads())), toolchain)
 
     assert report.vision.checked and report.vision.nmse < report.gates.max_vision_nmse
     assert report.video.checked and report.video.nmse > report.gates.max_video_nmse
@@ -68,7 +69,7 @@ def test_the_probabilities_of_a_token_held_back_as_incomplete_utf8_are_read(tool
 
     ids = [504, 3575, 314, 4649, 282]  # "The capital is France of"
     f16 = next(v for v in BuildDir.open(build_tiny_q4).variants() if v.name == "F16")
-    with text_server(f16, toolchain, threads=2) as server:
+    with text_server(f16, toolchain, threads=int(tool_threads())) as server:
         held = httpx.post(f"{server.url}/completion", json={"prompt": ids, "n_predict": 1, "n_probs": 5,
                                                              "temperature": 0}, timeout=60).json()
         assert "completion_probabilities" not in held and "\ufffd" in held["content"]  # the case arises

@@ -1,6 +1,6 @@
 """The user's own eval cases: read from a JSONL file (or a dataset), checked before any model starts, and judged.
 
-One case a line (docs/USAGE.md, "eval"; examples/cases.jsonl):
+One case a line (docs/eval.md, "The cases file"; examples/cases.jsonl):
 
     {"id": "capital", "question": "What is the capital of France?", "expect": {"contains": "Paris"}, "max_tokens": 16}
     {"id": "house", "question": "What colour is the house?", "image": "images/house.png"}
@@ -33,7 +33,7 @@ DEFAULT_MAX_TOKENS = 128
 ROLES = ("system", "user", "assistant")
 CASE_KEYS = ("id", "question", "messages", "image", "images", "video", "expect", "max_tokens")
 EXPECT_FLAGS = ("case_sensitive",)
-FIX_FORMAT = "see docs/USAGE.md (eval: the cases file) and examples/cases.jsonl"
+FIX_FORMAT = "see docs/eval.md (the cases file) and examples/cases.jsonl"
 
 
 # --------------------------------------------------------------------------------------------------

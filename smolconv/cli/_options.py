@@ -78,6 +78,8 @@ AdapterRevisionOption = Annotated[str | None, typer.Option(
 AdapterFormatOption = Annotated[AdapterFormat, typer.Option(
     "--adapter-format", help="merge: merge it in float32, then convert (any adapter); gguf: convert the base once "
     "and the adapter to a GGUF LoRA (text-only adapters).")]
+MaxCtxOption = Annotated[int | None, typer.Option(
+    "--max-ctx", help="Never plan a context above this (a smaller KV cache; a shorter smoke on a CPU).")]
 
 
 def plan_settings(vram: str, reserve: str, overhead: str | None, kv_type: str, num_ctx: int | None,

@@ -29,7 +29,7 @@ from smolconv.llamacpp.toolchain import DEFAULT_CUDA_ARCH, SetupOptions
 
 def batch(
     recipe: Annotated[Path, typer.Argument(
-        help="A recipe (TOML): a defaults table and one model table per model (docs/USAGE.md, Many models).")],
+        help="A recipe (TOML): a defaults table and one model table per model (docs/ci.md, The recipe).")],
     out: Annotated[Path, typer.Option("--out", help="Where each entry gets its folder, DIR/<name>/.")] = Path("out"),
     only: Annotated[list[str] | None, typer.Option(
         "--only", metavar="NAME", help="Only this entry (repeatable).")] = None,

@@ -22,6 +22,7 @@ from smolconv.cli._options import (
     ImatrixTextOption,
     KvTypeOption,
     LlamaCppOption,
+    MaxCtxOption,
     MaxDropOption,
     MaxKldOption,
     MinAccuracyOption,
@@ -71,6 +72,7 @@ def build(
     vram: VramOption = DEFAULT_VRAM_TEXT,
     reserve: ReserveOption = DEFAULT_RESERVE_TEXT,
     kv_type: KvTypeOption = KvType.F16,
+    max_ctx: MaxCtxOption = None,
     create: CreateOption = False,
     via: ViaOption = Via.AUTO,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="End with `smolconv verify`.")] = True,
@@ -102,7 +104,7 @@ def build(
         local_files_only=offline, presets=tuple(presets or ()), name=name, create=create, via=via,
         verify=verify, verify_skip=frozenset(skip_check or ()), smoke=smoke, backend=backend, adapter=adapter,
         adapter_revision=adapter_revision, adapter_format=adapter_format, publish=publish,
-        settings=plan_settings(vram, reserve, None, kv_type, None),
+        settings=plan_settings(vram, reserve, None, kv_type, None, max_ctx),
         gates=verify_gates(DEFAULT_MAX_NMSE, max_kld, allow_unchecked),
         cases=cases, eval_gates=EvalGates(min_accuracy, max_drop), wait=wait)
     toolchain = find_toolchain(llama_cpp)

@@ -33,7 +33,7 @@ def eval_command(
         help="Build directories (each variant on llama-server), export-onnx and export-mlx folders, or Ollama tags "
         "(--backend ollama); several give one table.", show_default=False)],
     cases: Annotated[Path | None, typer.Option(
-        "--cases", help="A JSONL file, one case a line (docs/USAGE.md, examples/cases.jsonl).")] = None,
+        "--cases", help="A JSONL file, one case a line (docs/eval.md, examples/cases.jsonl).")] = None,
     dataset: Annotated[str | None, typer.Option(
         "--dataset", metavar="ID_OR_FILE", help="Instead of --cases: a Hub dataset id or a local Parquet, CSV or JSON "
         "file (needs the datasets extra: pip install smolconv\\[datasets]).")] = None,

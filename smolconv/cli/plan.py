@@ -14,6 +14,7 @@ from smolconv.cli._options import (
     DEFAULT_VRAM_TEXT,
     KvTypeOption,
     LlamaCppOption,
+    MaxCtxOption,
     NumCtxOption,
     ReserveOption,
     TypesOption,
@@ -37,7 +38,7 @@ def plan(
         "fitted on an H100: context, cuBLAS, memory pool).")] = None,
     kv_type: KvTypeOption = KvType.F16,
     num_ctx: NumCtxOption = None,
-    max_ctx: Annotated[int | None, typer.Option("--max-ctx", help="Never plan a context above this.")] = None,
+    max_ctx: MaxCtxOption = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable plan.")] = False,
     measure: Annotated[bool, typer.Option(
         "--measure", help="Also start llama-server on each built variant and compare its buffer sizes; on a CUDA "

@@ -66,11 +66,14 @@ def synth(
     tied: Annotated[bool | None, typer.Option(
         "--tied/--untied", help="Tie the output layer to the embeddings (default: as the shape's checkpoint).")
     ] = None,
+    vision_layers: Annotated[int | None, typer.Option(
+        "--vision-layers", help="Vision encoder layers (default: as the shape's checkpoint); fewer make every image "
+        "step faster on a CPU, and the tower is random either way.")] = None,
 ) -> None:
     """Write a SmolVLM2-shaped fixture checkpoint (for tests and benchmarks; not a usable model)."""
 
     with status("writing fixture") as update:
         result = synth_checkpoint(SynthOptions(shape=shape, out=out, seed=seed, force=force, layout=layout,
-                                               tied=tied), progress=update)
+                                               tied=tied, vision_layers=vision_layers), progress=update)
     total = sum(result.files.values())
     plain(f"wrote the {result.shape.name} fixture to {result.path} ({len(result.files)} files, {total / 1e6:.1f} MB)")

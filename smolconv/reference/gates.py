@@ -10,7 +10,7 @@ DEFAULT_MAX_NMSE = 1e-4
 
 
 # A video prompt carries hundreds of image embeddings, each with the F16 projector's rounding, through the decoder:
-# correct builds measure 5e-5 to 1e-4 (docs/USAGE.md), so the text gate would fail them; a damaged projector is
+# correct builds measure 5e-5 to 1e-4 (docs/video.md), so the text gate would fail them; a damaged projector is
 # orders of magnitude above this.
 DEFAULT_MAX_VIDEO_NMSE = 1e-3
 

@@ -1,7 +1,7 @@
 """`--adapter-format merge`: a PEFT adapter merged into its checkpoint, written as a Hub-complete checkpoint.
 
 peft merges in float32 and the result is saved in float32, so the converter reads the merged weights without
-a bfloat16 round trip (which moves log-probabilities further than the GGUF conversion itself; docs/USAGE.md
+a bfloat16 round trip (which moves log-probabilities further than the GGUF conversion itself; docs/fine-tune.md
 has the figures). The directory (`merged/` in the build directory) is a complete checkpoint: configs,
 tokenizer, processor files and chat template from the base, and the merged safetensors. It is also what
 transformers, MLX and candle users load.

@@ -5,7 +5,7 @@ clip.cpp reads `clip.vision.preproc_image_size` as the longest edge it resizes a
 tiles (2048 on 256M/500M: a 16:9 frame becomes 12 tiles and an overview). Set to the tile size (image_size),
 a frame, squared to that size as SmolVLM2's video processor does, is one tile. llama.cpp's idefics3
 preprocessor still adds the overview beside it, so a frame costs two tiles' tokens where transformers spends
-one: same pixels twice, under two wrappers (docs/USAGE.md, "Video", has the measurements).
+one: same pixels twice, under two wrappers (docs/video.md has the measurements).
 
 Same tensors, same bytes but the one value: written as a copy, patched in place, and read back.
 """

@@ -71,7 +71,7 @@ FIXES_REVISION = 1
 MIXED_GROUP_SIZE = 64
 
 
-# The default --bits per decoder size (docs/USAGE.md, export-mlx, has the measurements): small decoders
+# The default --bits per decoder size (docs/mlx.md has the measurements): small decoders
 # (SmolVLM2-256M's and -500M's, SmolLM2-135M/360M) lose answers at every 4-bit recipe; the 2.2B one gets 4 bits
 # with its sensitive layers at 6.
 SMALL_DECODER_PARAMETERS = 1_000_000_000
@@ -137,9 +137,9 @@ def default_bits(info: CheckpointInfo) -> tuple[MlxBits, str]:
     if n < SMALL_DECODER_PARAMETERS:
         return DEFAULT_BITS_SMALL, (f"default for a {n / 1e6:.0f}M-parameter decoder: every 4-bit recipe loses "
                                     f"answers of a decoder this small, {DEFAULT_BITS_SMALL.value}-bit keeps them "
-                                    "(KL divergence against the unquantized export in docs/USAGE.md)")
+                                    "(KL divergence against the unquantized export in docs/mlx.md)")
     return DEFAULT_BITS_LARGE, (f"default for a {n / 1e9:.1f}B-parameter decoder: 4-bit with the sensitive layers "
-                                "at 6 bits, llama.cpp's Q4_K_M recipe; not measured on a real 2.2B (docs/USAGE.md)")
+                                "at 6 bits, llama.cpp's Q4_K_M recipe; not measured on a real 2.2B (docs/mlx.md)")
 
 
 def check_request(options: ExportMlxOptions) -> None:

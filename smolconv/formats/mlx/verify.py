@@ -216,7 +216,7 @@ def mlx_outputs(model, prompts: list[list[int]], image: ImageInput, kld_ids: lis
 def load_export(folder: Path) -> tuple[object, bool]:
     """The export as mlx-vlm loads it, and whether its quantized layers were expanded to its float dtype.
 
-    MLX's CPU build (Linux) has no fast quantized matrix product (docs/USAGE.md, export-mlx), so on the CPU the
+    MLX's CPU build (Linux) has no fast quantized matrix product (docs/mlx.md), so on the CPU the
     quantized layers are dequantized (mlx-vlm's own dequantize_model, into the dtype of their scales): the same
     weights, summed in another order. On Apple silicon's GPU the export runs as it is."""
     import mlx.core as mx
