@@ -422,8 +422,10 @@ def _fetch_sdist(local: Path | None, progress: ProgressFn) -> Path:
             cached.unlink()  # a corrupt cached copy: fetch again
     progress(f"downloading llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} sdist with pip", None)
     with tempfile.TemporaryDirectory(dir=downloads, prefix=".pip-") as tmp:
+        # --no-binary names the one package: with :all: pip also builds the sdist's build requirements from
+        # source to read its metadata, minutes on 2 cores for a file it only saves.
         run_tool(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "llama-cpp-python",
              "--disable-pip-version-check", "-d", tmp, f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"],
             what=f"downloading llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} with pip",
             tree=True,  # pip's own subprocesses die with smolconv too
