@@ -21,6 +21,7 @@ from smolconv.core.hashing import sha256_file
 from smolconv.hub.repo import RepoFile, hub_errors
 from smolconv.record.manifest import Manifest
 from smolconv.record.views import AdapterRecord, SourceRecord
+from smolconv.source.pull import not_on_hub
 
 RECORD_FILE = "smolconv.json"
 RECORD_VERSION = 1
@@ -180,12 +181,8 @@ def resolve_commit(repo_id: str, revision: str | None, *, token: str | None) -> 
     with hub_errors(repo_id, action="looking up the commit of", retry=RETRY, elsewhere=ELSEWHERE):
         try:
             info = HfApi(token=token).model_info(repo_id, revision=revision)
-        except RevisionNotFoundError:
-            raise SmolconvError(f"{repo_id} has no revision {revision}",
-                                "pass an existing branch, tag or commit as revision") from None
-        except RepositoryNotFoundError:
-            raise SmolconvError(f"{repo_id} does not exist on the Hub (or is private)",
-                                "check the id, or set HF_TOKEN for a private repo") from None
+        except (RevisionNotFoundError, RepositoryNotFoundError) as exc:
+            raise not_on_hub(exc, repo_id, revision, "as revision") from None
     if not info.sha:
         raise SmolconvError(f"the Hub named no commit for {repo_id}@{revision or 'main'}", "try again later")
     return info.sha

@@ -73,6 +73,17 @@ def resolve_model(model: str) -> tuple[str | None, Path | None]:
     )
 
 
+def not_on_hub(exc: Exception, repo_id: str, revision: str | None, where: str) -> SmolconvError:
+    """The one-line error for huggingface_hub's RevisionNotFoundError or RepositoryNotFoundError; `where` says
+    how the revision was given ("with --revision", or "as revision" in a recipe)."""
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    if isinstance(exc, RevisionNotFoundError):
+        return SmolconvError(f"{repo_id} has no revision {revision}", f"pass an existing branch, tag or commit {where}")
+    return SmolconvError(f"{repo_id} does not exist on the Hub (or is private)",
+                         "check the id, or set HF_TOKEN for a private repo")
+
+
 def pull(options: PullOptions) -> Source:
     repo_id, local = resolve_model(options.model)
     if local is not None:
@@ -102,12 +113,8 @@ def _snapshot(repo_id: str, options: PullOptions, allow_patterns: list[str]) -> 
     except GatedRepoError:
         raise SmolconvError(f"{repo_id} is gated and this machine has no access",
                             "accept its license on the Hub, then set HF_TOKEN or run `huggingface-cli login`") from None
-    except RevisionNotFoundError:
-        raise SmolconvError(f"{repo_id} has no revision {options.revision}",
-                            "pass an existing branch, tag or commit with --revision") from None
-    except RepositoryNotFoundError:
-        raise SmolconvError(f"{repo_id} does not exist on the Hub (or is private)",
-                            "check the id, or set HF_TOKEN for a private repo") from None
+    except (RevisionNotFoundError, RepositoryNotFoundError) as exc:
+        raise not_on_hub(exc, repo_id, options.revision, "with --revision") from None
     except HFValidationError:
         raise SmolconvError(f"{repo_id} is not a valid Hub id", "use the form owner/name") from None
     except LocalEntryNotFoundError:
